@@ -1,0 +1,42 @@
+/*
+ * server.h — the HTTP API of `stele serve` (SPEC §3) on libmicrohttpd.
+ *
+ * One thread per connection: a write request blocks its thread while it waits for the
+ * group-commit fsync, which is the simplest correct shape for "acknowledge only once
+ * durable"; the connection limit bounds the threads. Bodies are read into memory up to
+ * the body limit (checked against Content-Length before reading, and while reading,
+ * and again after gzip decompression).
+ */
+#ifndef STELE_SERVER_H
+#define STELE_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stele/auth.h"
+#include "stele/tsdb.h"
+
+typedef struct {
+    const char *http_addr;    /* "HOST:PORT", default 127.0.0.1:7400 */
+    size_t max_body_bytes;    /* after decompression (32 MiB) */
+    unsigned max_connections; /* (256) */
+    bool metrics_open;        /* /metrics without a token */
+    bool ack_buffered;        /* report X-Stele-Durability: buffered */
+} stele_server_config;
+
+void stele_server_config_default(stele_server_config *c);
+
+typedef struct stele_server stele_server;
+
+/* Starts listening. db and tokens are borrowed and must outlive the server. */
+int stele_server_start(const stele_server_config *cfg, stele_tsdb *db, stele_tokens *tokens,
+                       stele_server **out, char *err, size_t errcap);
+/* The port actually bound (useful with port 0). */
+uint16_t stele_server_port(const stele_server *s);
+/* Applies the reloadable settings of cfg (body limit, metrics_open). */
+void stele_server_reload(stele_server *s, const stele_server_config *cfg);
+/* Stops accepting, waits for requests in flight to finish, frees. Accepts NULL. */
+void stele_server_stop(stele_server *s);
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * tsdb.h — the time-series storage engine: series index, in-memory head, write-ahead
+ * log, immutable block files, compaction and retention (SPEC §2, §4).
+ *
+ * Data model: a series is a tenant plus a sorted set of labels (the metric name is the
+ * label "__name__"); a sample is (int64 ns timestamp, float64 value). The same series
+ * and timestamp written again: the later write wins.
+ *
+ * Write path: the caller fills a stele_batch (one request's points; atomic), then
+ * stele_tsdb_write resolves series, appends ONE log record holding the whole batch,
+ * waits for the group-commit fsync that covers it, and only then makes the points
+ * visible in the head and returns 0. A batch is all-or-nothing: if the log fails,
+ * nothing of it is acknowledged and the engine stops accepting writes (-EIO) until a
+ * restart recovers from disk.
+ *
+ * Storage: the head is flushed into block files (one per time partition touched,
+ * compressed with the codecs of codec.h plus zstd, checksummed), after which the log
+ * segments it came from are deleted. Blocks of a partition are merged by compaction;
+ * whole blocks past retention are dropped. Formats: docs/format/block.md, wal.md.
+ *
+ * Threads: every function may be called from any thread. Writes run in parallel up to
+ * the log append, which is serialized; reads never block writes for longer than a
+ * per-series copy. A background thread (options.background) flushes, compacts and
+ * applies retention.
+ */
+#ifndef STELE_TSDB_H
+#define STELE_TSDB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stele/io.h"
+
+typedef struct stele_tsdb stele_tsdb;
+
+typedef struct {
+    const char *dir;             /* data directory; wal/ and blocks/ live inside */
+    stele_io *io;                /* borrowed; outlives the tsdb */
+    int64_t retention_ns;        /* raw data older than now - this is dropped (30 d) */
+    int64_t max_future_skew_ns;  /* points further ahead of now are refused (10 min) */
+    uint64_t head_max_points;    /* flush the head at this many points (4 M ≈ 64 MiB) */
+    int64_t flush_interval_ns;   /* ...or when its oldest point is this old (10 min) */
+    uint64_t wal_segment_bytes;  /* start a new segment past this size (128 MiB) */
+    int64_t partition_ns;        /* blocks never span a partition boundary (1 d) */
+    uint32_t compact_min_blocks; /* merge a partition's blocks at this count (4) */
+    bool background;             /* run flush/compaction/retention in a thread */
+    bool ack_buffered;           /* acknowledge before fsync (--ack=buffered) */
+    /* Clock for retention and skew checks; NULL = the real wall clock. */
+    int64_t (*now_ns)(void *ctx);
+    void *now_ctx;
+} stele_tsdb_options;
+
+/* Fills in the defaults documented above (dir and io stay NULL). */
+void stele_tsdb_options_default(stele_tsdb_options *o);
+
+typedef struct {
+    uint64_t wal_records;
+    uint64_t wal_bytes;
+    uint64_t wal_torn_bytes;
+    uint64_t points;
+    uint64_t blocks;
+    uint64_t removed_leftover_blocks; /* inputs of an interrupted compaction */
+    int64_t duration_ns;
+} stele_tsdb_recovery;
+
+/* Opens the store, recovering it from blocks and the log. On error, err says which
+ * file is damaged or what failed. *out owned by the caller. */
+int stele_tsdb_open(const stele_tsdb_options *o, stele_tsdb **out, stele_tsdb_recovery *rec,
+                    char *err, size_t errcap);
+/* Stops the background thread and closes files. Does not flush the head: everything
+ * acknowledged is in the log already. Accepts NULL. */
+void stele_tsdb_close(stele_tsdb *db);
+
+/* ---- writing ------------------------------------------------------------------ */
+
+/* A label as (name, value); both byte strings, not NUL-terminated. */
+typedef struct {
+    const char *name;
+    uint32_t name_len;
+    const char *value;
+    uint32_t value_len;
+} stele_label;
+
+/* Limits on what one series key may hold. */
+#define STELE_MAX_LABELS 64
+#define STELE_MAX_LABEL_NAME 256
+#define STELE_MAX_LABEL_VALUE 4096
+#define STELE_MAX_SERIES_KEY 65536
+
+typedef struct stele_batch stele_batch;
+
+int stele_batch_create(stele_batch **out);
+void stele_batch_destroy(stele_batch *b);
+/* Empties the batch, keeping its memory for reuse. */
+void stele_batch_reset(stele_batch *b);
+/* Adds one point. labels must be sorted by name (bytewise), names unique and
+ * non-empty, and include "__name__"; tenant must be a valid tenant name. Consecutive
+ * points of the same series are cheap (the key is compared, not rehashed).
+ * -EINVAL on a bad label set (limits above), -ENOMEM. */
+int stele_batch_add(stele_batch *b, const char *tenant, const stele_label *labels, size_t nlabels,
+                    int64_t ts, double value);
+size_t stele_batch_points(const stele_batch *b);
+
+/* Writes the batch atomically. 0 once durable (or appended, with ack_buffered);
+ * -EIO (or the log's errno) when the log failed — the engine then refuses writes
+ * until restarted; -EAGAIN when the head is full and a flush is behind (answer 503 +
+ * Retry-After); -ERANGE if a point is outside stele_tsdb_time_bounds. */
+int stele_tsdb_write(stele_tsdb *db, stele_batch *b);
+/* Timestamps accepted now: [*min_ts, *max_ts] (retention and future skew). */
+void stele_tsdb_time_bounds(stele_tsdb *db, int64_t *min_ts, int64_t *max_ts);
+
+/* ---- reading ------------------------------------------------------------------ */
+
+typedef enum {
+    STELE_MATCH_EQUAL = 0,     /* =  */
+    STELE_MATCH_NOT_EQUAL = 1, /* != */
+    STELE_MATCH_REGEX = 2,     /* =~ (fully anchored, POSIX extended syntax) */
+    STELE_MATCH_NOT_REGEX = 3, /* !~ */
+} stele_match_type;
+
+typedef struct {
+    const char *name;  /* NUL-terminated */
+    const char *value; /* NUL-terminated; the regex for =~ / !~ */
+    stele_match_type type;
+} stele_matcher;
+
+/* One series handed to a select callback; arrays valid during the call only. */
+typedef struct {
+    const stele_label *labels; /* sorted by name, "__name__" included */
+    size_t nlabels;
+    const int64_t *ts; /* strictly increasing */
+    const double *values;
+    size_t n;
+} stele_series_view;
+
+/* Return 0 to go on, non-zero to stop (returned by stele_tsdb_select). */
+typedef int (*stele_series_fn)(void *ctx, const stele_series_view *series);
+
+/* Calls fn, in no particular order, for every series of `tenant` matching all
+ * matchers (Prometheus semantics: a missing label equals "") that has samples in
+ * [mint, maxt]; samples are merged across head and blocks, later writes winning.
+ * -EINVAL (message in err) for a bad regex or no matcher. */
+int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
+                      size_t nmatchers, int64_t mint, int64_t maxt, stele_series_fn fn, void *ctx,
+                      char *err, size_t errcap);
+
+/* ---- operations --------------------------------------------------------------- */
+
+/* Seals the head into blocks, then deletes the log segments it came from. Returns when
+ * done. Concurrent writes go on into a new head meanwhile. */
+int stele_tsdb_flush(stele_tsdb *db);
+/* Runs compaction and retention once (the background thread does this by itself). */
+int stele_tsdb_maintain(stele_tsdb *db);
+/* 0 if writes are accepted; else the error that stopped them (e.g. -EIO). */
+int stele_tsdb_health(stele_tsdb *db);
+
+typedef struct {
+    uint64_t series;
+    uint64_t head_points;
+    uint64_t head_series;
+    uint64_t blocks;
+    uint64_t block_bytes;
+    uint64_t block_points;
+    uint64_t wal_segments;
+    uint64_t wal_fsyncs;
+    uint64_t wal_bytes;
+    uint64_t points_written;
+    uint64_t flushes;
+    uint64_t compactions;
+    uint64_t retention_drops;
+    uint64_t rejected_overload;
+    int health; /* as stele_tsdb_health */
+} stele_tsdb_stats;
+void stele_tsdb_get_stats(stele_tsdb *db, stele_tsdb_stats *st);
+
+/* Verifies a data directory offline: every log segment and block, every checksum,
+ * every encoded series. Calls problem() for each problem, note() (optional) for
+ * harmless findings such as a torn log tail. Returns the number of problems, or a
+ * negative errno if the directory cannot be read. */
+typedef void (*stele_check_fn)(void *ctx, const char *path, const char *what);
+int stele_tsdb_check(stele_io *io, const char *dir, stele_check_fn problem, stele_check_fn note,
+                     void *ctx);
+
+#endif

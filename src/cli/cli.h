@@ -1,0 +1,45 @@
+/*
+ * cli.h — what the `stele` subcommands share: the dispatch signature, error output in
+ * the one-line form "stele: <what>: <why>", exit codes (0 ok, 1 failure, 2 usage), and
+ * the client options every client subcommand takes (--url / STELE_URL, --token /
+ * STELE_TOKEN / ./stele-data/admin.token).
+ */
+#ifndef STELE_CLI_H
+#define STELE_CLI_H
+
+#include <stddef.h>
+
+#include "stele/client.h"
+
+enum { CLI_EXIT_OK = 0, CLI_EXIT_FAILURE = 1, CLI_EXIT_USAGE = 2 };
+
+#define CLI_DEFAULT_URL "http://127.0.0.1:7400"
+#define CLI_DEFAULT_TOKEN_FILE "./stele-data/admin.token"
+
+/* Prints "stele: <what>: <why>\n" to stderr. */
+void cli_error(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Resolved client settings. */
+typedef struct {
+    char url[512];
+    char token[256]; /* empty when none was found */
+} cli_client_options;
+
+/* Fills *opts from the environment and the default token file; then the subcommand
+ * overrides from its own --url/--token flags. */
+void cli_client_options_init(cli_client_options *opts);
+/* Connects a client for opts (prints the error itself). 0 or CLI_EXIT_FAILURE. */
+int cli_client_connect(const cli_client_options *opts, stele_http_client **out);
+/* Builds the "Authorization: Token …" header line into buf. */
+void cli_auth_header(const cli_client_options *opts, char *buf, size_t cap);
+/* Prints the error message of a JSON error body ({"message":…} or Prometheus'
+ * {"error":…}) as "stele: <what>: HTTP <status>: <message>". */
+void cli_report_http_error(const char *what, const stele_http_response *resp);
+
+/* Subcommands: argv[0] is the subcommand name. Return an exit code. */
+int cmd_serve(int argc, char **argv);
+int cmd_write(int argc, char **argv);
+int cmd_token(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+
+#endif

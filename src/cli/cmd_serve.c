@@ -1,0 +1,393 @@
+/*
+ * cmd_serve.c — `stele serve`: opens (recovering) the store, the token store and the
+ * HTTP server, then waits for signals.
+ *
+ * Signals are handled without handlers: they are blocked in every thread (the mask is
+ * set before any thread starts) and the main thread takes them with sigwaitinfo, so no
+ * work ever runs in signal context. SIGTERM/SIGINT stop gracefully: stop accepting,
+ * let requests in flight finish (each is acknowledged only if durable), flush the head
+ * into blocks, close. SIGHUP reloads the config file's reloadable settings.
+ *
+ * Settings come from defaults, then the --config JSON file, then flags (flags win).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "stele/auth.h"
+#include "stele/io.h"
+#include "stele/server.h"
+#include "stele/tsdb.h"
+
+#define NS_PER_SEC INT64_C(1000000000)
+/* Config files are small; anything larger is a mistake. */
+#define CONFIG_MAX_BYTES (1u << 20)
+
+typedef struct {
+    char data[1024];
+    char http[256];
+    char config[1024];
+    bool ack_buffered;
+    int64_t retention_ns;
+    int64_t max_future_skew_ns;
+    uint64_t head_max_points;
+    int64_t flush_interval_ns;
+    bool metrics_open;
+    uint64_t max_body_bytes;
+} serve_settings;
+
+static void serve_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: stele serve [--data DIR] [--http ADDR] [--config FILE] [options]\n\n"
+            "Runs the server: HTTP API, write-ahead log, storage, on one data directory.\n\n"
+            "  --data DIR             data directory (default ./stele-data)\n"
+            "  --http ADDR            HTTP listen address (default 127.0.0.1:7400)\n"
+            "  --config FILE          JSON settings (keys: http, ack, retention,\n"
+            "                         max_future_skew, head_max_points, flush_interval,\n"
+            "                         metrics_open, max_body_bytes); flags override it\n"
+            "  --ack durable|buffered acknowledge after fsync (default) or before it\n"
+            "  --retention DUR        keep raw data this long (default 30d)\n"
+            "  --max-future-skew DUR  refuse points further ahead (default 10m)\n"
+            "  --head-max-points N    flush the in-memory head at N points (default 4000000)\n"
+            "  --flush-interval DUR   ...or when it is this old (default 10m)\n"
+            "  --max-body-bytes N     request body limit after decompression (default 32 MiB)\n"
+            "  --metrics-open         serve /metrics without a token\n\n"
+            "Durations: a number with unit s, m, h, d or w (e.g. 90s, 30d).\n"
+            "Signals: SIGTERM/SIGINT stop gracefully (flush, exit 0); SIGHUP reloads --config.\n"
+            "On first start an admin token is written to DIR/admin.token (mode 0600).\n");
+}
+
+static int parse_duration(const char *text, int64_t *ns)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || end == text || v <= 0)
+        return -EINVAL;
+    int64_t unit;
+    if (!strcmp(end, "s"))
+        unit = NS_PER_SEC;
+    else if (!strcmp(end, "m"))
+        unit = 60 * NS_PER_SEC;
+    else if (!strcmp(end, "h"))
+        unit = 3600 * NS_PER_SEC;
+    else if (!strcmp(end, "d"))
+        unit = 86400 * NS_PER_SEC;
+    else if (!strcmp(end, "w"))
+        unit = 7 * 86400 * NS_PER_SEC;
+    else
+        return -EINVAL;
+    if (__builtin_mul_overflow((int64_t)v, unit, ns))
+        return -EINVAL;
+    return 0;
+}
+
+static int parse_count(const char *text, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text || *end || v == 0 || text[0] == '-')
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Applies a JSON config file onto s. Prints the problem itself. */
+static int load_config(const char *path, serve_settings *s)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        cli_error("serve", "--config %s: %s (line %d)", path, jerr.text, jerr.line);
+        return -EINVAL;
+    }
+    int rc = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v)
+    {
+        const char *str = json_is_string(v) ? json_string_value(v) : NULL;
+        if (!strcmp(key, "http") && str) {
+            snprintf(s->http, sizeof(s->http), "%s", str);
+        } else if (!strcmp(key, "ack") && str &&
+                   (!strcmp(str, "durable") || !strcmp(str, "buffered"))) {
+            s->ack_buffered = !strcmp(str, "buffered");
+        } else if (!strcmp(key, "retention") && str && parse_duration(str, &s->retention_ns) == 0) {
+        } else if (!strcmp(key, "max_future_skew") && str &&
+                   parse_duration(str, &s->max_future_skew_ns) == 0) {
+        } else if (!strcmp(key, "flush_interval") && str &&
+                   parse_duration(str, &s->flush_interval_ns) == 0) {
+        } else if (!strcmp(key, "head_max_points") && json_is_integer(v) &&
+                   json_integer_value(v) > 0) {
+            s->head_max_points = (uint64_t)json_integer_value(v);
+        } else if (!strcmp(key, "max_body_bytes") && json_is_integer(v) &&
+                   json_integer_value(v) > 0) {
+            s->max_body_bytes = (uint64_t)json_integer_value(v);
+        } else if (!strcmp(key, "metrics_open") && json_is_boolean(v)) {
+            s->metrics_open = json_is_true(v);
+        } else {
+            cli_error("serve", "--config %s: invalid or unknown setting '%s'", path, key);
+            rc = -EINVAL;
+        }
+    }
+    json_decref(root);
+    return rc;
+}
+
+static int parse_args(int argc, char **argv, serve_settings *s, bool *help)
+{
+    /* First pass: --config, so flags can override it in the second. */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            *help = true;
+            return 0;
+        }
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            snprintf(s->config, sizeof(s->config), "%s", argv[i + 1]);
+    }
+    if (s->config[0] && load_config(s->config, s) != 0)
+        return -EINVAL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        bool takes_value = true;
+        int bad = 0;
+        if (!strcmp(a, "--data") && val)
+            snprintf(s->data, sizeof(s->data), "%s", val);
+        else if (!strcmp(a, "--http") && val)
+            snprintf(s->http, sizeof(s->http), "%s", val);
+        else if (!strcmp(a, "--config") && val)
+            ;
+        else if (!strcmp(a, "--mqtt") && val) {
+            cli_error("serve", "--mqtt: the MQTT endpoint is not part of this version yet");
+            return -EINVAL;
+        } else if (!strcmp(a, "--ack") && val) {
+            if (!strcmp(val, "durable") || !strcmp(val, "buffered"))
+                s->ack_buffered = !strcmp(val, "buffered");
+            else
+                bad = 1;
+        } else if (!strcmp(a, "--retention") && val)
+            bad = parse_duration(val, &s->retention_ns);
+        else if (!strcmp(a, "--max-future-skew") && val)
+            bad = parse_duration(val, &s->max_future_skew_ns);
+        else if (!strcmp(a, "--flush-interval") && val)
+            bad = parse_duration(val, &s->flush_interval_ns);
+        else if (!strcmp(a, "--head-max-points") && val)
+            bad = parse_count(val, &s->head_max_points);
+        else if (!strcmp(a, "--max-body-bytes") && val)
+            bad = parse_count(val, &s->max_body_bytes);
+        else if (!strcmp(a, "--metrics-open")) {
+            s->metrics_open = true;
+            takes_value = false;
+        } else {
+            cli_error("serve", "unexpected or incomplete argument '%s' (see --help)", a);
+            return -EINVAL;
+        }
+        if (bad) {
+            cli_error("serve", "%s %s: invalid value (see --help)", a, val);
+            return -EINVAL;
+        }
+        if (takes_value)
+            i++;
+    }
+    return 0;
+}
+
+/* Takes an exclusive lock on DATA/LOCK so two servers never share a directory. */
+static int lock_data_dir(const char *dir, int *fd_out)
+{
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/LOCK", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+/* On first start (no tokens yet), creates the admin token file. */
+static int ensure_admin_token(stele_io *io, stele_tokens *tokens, const char *dir)
+{
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/admin.token", dir);
+    if (stele_tokens_active_count(tokens) > 0 || stele_io_exists(io, path) == 1)
+        return 0;
+    char token[STELE_TOKEN_STRING_LEN + 2];
+    stele_token_info info;
+    int rc = stele_tokens_create(tokens, "default",
+                                 STELE_SCOPE_READ | STELE_SCOPE_WRITE | STELE_SCOPE_ADMIN, token,
+                                 sizeof(token) - 1, &info);
+    if (rc)
+        return rc;
+    size_t n = strlen(token);
+    token[n] = '\n';
+    rc = stele_io_write_file_atomic(io, dir, "admin.token", token, n + 1);
+    memset(token, 0, sizeof(token));
+    if (rc == 0)
+        chmod(path, 0600);
+    if (rc == 0)
+        fprintf(stderr, "stele: serve: created an admin token (tenant default) in %s\n", path);
+    return rc;
+}
+
+static void settings_to_server_config(const serve_settings *s, stele_server_config *sc)
+{
+    stele_server_config_default(sc);
+    sc->http_addr = s->http;
+    sc->metrics_open = s->metrics_open;
+    sc->ack_buffered = s->ack_buffered;
+    if (s->max_body_bytes)
+        sc->max_body_bytes = s->max_body_bytes;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    serve_settings s = {0};
+    stele_tsdb_options o;
+    stele_tsdb_options_default(&o);
+    snprintf(s.data, sizeof(s.data), "./stele-data");
+    snprintf(s.http, sizeof(s.http), "127.0.0.1:7400");
+    s.retention_ns = o.retention_ns;
+    s.max_future_skew_ns = o.max_future_skew_ns;
+    s.head_max_points = o.head_max_points;
+    s.flush_interval_ns = o.flush_interval_ns;
+    bool help = false;
+    if (parse_args(argc, argv, &s, &help) != 0)
+        return CLI_EXIT_USAGE;
+    if (help) {
+        serve_usage(stdout);
+        return CLI_EXIT_OK;
+    }
+
+    int exit_code = CLI_EXIT_FAILURE, lock_fd = -1, rc;
+    stele_io *io = NULL;
+    stele_tokens *tokens = NULL;
+    stele_tsdb *db = NULL;
+    stele_server *server = NULL;
+    char err[1024];
+
+    /* Block the signals we wait for before any thread exists, so all threads inherit
+     * the mask and only sigwaitinfo below receives them. */
+    sigset_t wait_set;
+    sigemptyset(&wait_set);
+    sigaddset(&wait_set, SIGINT);
+    sigaddset(&wait_set, SIGTERM);
+    sigaddset(&wait_set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &wait_set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (mkdir(s.data, 0700) != 0 && errno != EEXIST) {
+        cli_error("serve", "%s: cannot create data directory: %s", s.data, strerror(errno));
+        goto out;
+    }
+    rc = lock_data_dir(s.data, &lock_fd);
+    if (rc) {
+        cli_error("serve", "%s: %s", s.data,
+                  rc == -EWOULDBLOCK ? "another stele server is using this data directory"
+                                     : strerror(-rc));
+        goto out;
+    }
+    if (stele_io_posix_create(&io) != 0) {
+        cli_error("serve", "cannot initialise I/O");
+        goto out;
+    }
+    rc = stele_tokens_open(io, s.data, &tokens);
+    if (rc) {
+        cli_error("serve", "%s/tokens.log: %s", s.data,
+                  rc == -EBADMSG ? "damaged (checksum mismatch); restore it from a backup"
+                                 : strerror(-rc));
+        goto out;
+    }
+    rc = ensure_admin_token(io, tokens, s.data);
+    if (rc) {
+        cli_error("serve", "cannot create the admin token: %s", strerror(-rc));
+        goto out;
+    }
+    o.dir = s.data;
+    o.io = io;
+    o.retention_ns = s.retention_ns;
+    o.max_future_skew_ns = s.max_future_skew_ns;
+    o.head_max_points = s.head_max_points;
+    o.flush_interval_ns = s.flush_interval_ns;
+    o.ack_buffered = s.ack_buffered;
+    stele_tsdb_recovery rec;
+    rc = stele_tsdb_open(&o, &db, &rec, err, sizeof(err));
+    if (rc) {
+        cli_error("serve", "cannot open the store: %s", err);
+        goto out;
+    }
+    fprintf(stderr,
+            "stele: serve: recovered %llu points (%llu blocks, %llu log records, %llu torn log "
+            "bytes discarded) in %.3f s\n",
+            (unsigned long long)rec.points, (unsigned long long)rec.blocks,
+            (unsigned long long)rec.wal_records, (unsigned long long)rec.wal_torn_bytes,
+            rec.duration_ns / 1e9);
+    stele_server_config sc;
+    settings_to_server_config(&s, &sc);
+    rc = stele_server_start(&sc, db, tokens, &server, err, sizeof(err));
+    if (rc) {
+        cli_error("serve", "%s", err);
+        goto out;
+    }
+    fprintf(
+        stderr,
+        "stele: serve: listening on http://%s (data %s, ack %s); admin token in %s/admin.token\n",
+        s.http, s.data, s.ack_buffered ? "buffered" : "durable", s.data);
+
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&wait_set, &si);
+        if (sig < 0)
+            continue; /* EINTR */
+        if (sig == SIGHUP) {
+            if (!s.config[0]) {
+                fprintf(stderr, "stele: serve: SIGHUP: no --config file to reload\n");
+                continue;
+            }
+            serve_settings fresh = s;
+            if (load_config(s.config, &fresh) == 0) {
+                s.metrics_open = fresh.metrics_open;
+                s.max_body_bytes = fresh.max_body_bytes;
+                settings_to_server_config(&s, &sc);
+                stele_server_reload(server, &sc);
+                fprintf(stderr, "stele: serve: reloaded %s (metrics_open, max_body_bytes)\n",
+                        s.config);
+            }
+            continue;
+        }
+        fprintf(stderr, "stele: serve: %s received; stopping\n",
+                sig == SIGINT ? "SIGINT" : "SIGTERM");
+        break;
+    }
+    stele_server_stop(server);
+    server = NULL;
+    rc = stele_tsdb_flush(db);
+    if (rc) {
+        cli_error("serve", "final flush failed: %s (data stays in the log)", strerror(-rc));
+        goto out;
+    }
+    exit_code = CLI_EXIT_OK;
+out:
+    stele_server_stop(server);
+    stele_tsdb_close(db);
+    stele_tokens_close(tokens);
+    stele_io_destroy(io);
+    if (lock_fd >= 0)
+        close(lock_fd);
+    return exit_code;
+}

@@ -1,0 +1,103 @@
+/*
+ * server_internal.h — what the request handlers of src/server share: the server and
+ * request structs, response helpers and authentication.
+ */
+#ifndef STELE_SERVER_INTERNAL_H
+#define STELE_SERVER_INTERNAL_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "stele/auth.h"
+#include "stele/lineproto.h"
+#include "stele/server.h"
+#include "stele/tsdb.h"
+
+#if MHD_VERSION < 0x00097002
+typedef int mhd_result;
+#else
+typedef enum MHD_Result mhd_result;
+#endif
+
+/* A parser and batch reused across requests: allocating them per request would put
+ * malloc/free of the largest buffers on the hot path. */
+typedef struct ingest_worker {
+    stele_lp_parser *parser;
+    stele_batch *batch;
+    struct ingest_worker *next;
+} ingest_worker;
+
+typedef struct {
+    uint64_t write_requests;
+    uint64_t write_ok;
+    uint64_t write_bad_request;
+    uint64_t write_unavailable;
+    uint64_t write_too_large;
+    uint64_t points_ingested;
+    uint64_t skipped_string_fields;
+    uint64_t time_skew_rejections;
+    uint64_t too_old_rejections;
+    uint64_t auth_failures;
+    uint64_t forbidden;
+    uint64_t export_requests;
+    uint64_t bytes_received;
+} server_counters;
+
+struct stele_server {
+    stele_server_config cfg;
+    struct MHD_Daemon *daemon;
+    uint16_t port;
+    stele_tsdb *db;
+    stele_tokens *tokens;
+    pthread_mutex_t workers_mu;
+    ingest_worker *idle_workers;
+    server_counters counters; /* atomic */
+    size_t max_body;          /* atomic: reloadable */
+    bool metrics_open;        /* atomic: reloadable */
+    int64_t started_ns;
+};
+
+typedef struct {
+    char method[8];
+    char *body;
+    size_t body_len;
+    size_t body_cap;
+    bool too_large;
+    bool responded;
+    bool authenticated;
+    stele_token_info token;
+} request;
+
+/* Response helpers; they queue the response and return MHD's result. */
+mhd_result respond(struct MHD_Connection *c, unsigned status, const char *content_type, char *body,
+                   size_t len, bool must_free, const char *const *headers);
+/* Influx-style error: {"code":code,"message":message}. */
+mhd_result respond_error(struct MHD_Connection *c, unsigned status, const char *code,
+                         const char *message);
+/* Prometheus-style error: {"status":"error","errorType":type,"error":message}. */
+mhd_result respond_prom_error(struct MHD_Connection *c, unsigned status, const char *type,
+                              const char *message);
+
+/* Authenticates the request (headers, Basic, u/p); on failure queues 401 and returns
+ * false. On success fills r->token. */
+bool require_scope(stele_server *s, struct MHD_Connection *c, request *r, uint32_t scope,
+                   bool prom_style, mhd_result *result);
+/* The tenant a request acts for: `requested` (db/bucket/tenant parameter) if given
+ * and allowed, else the token's. Queues 403 and returns NULL when not allowed. */
+const char *request_tenant(stele_server *s, struct MHD_Connection *c, request *r,
+                           const char *requested, bool prom_style, mhd_result *result);
+
+mhd_result handle_write(stele_server *s, struct MHD_Connection *c, request *r, bool v2);
+mhd_result handle_export(stele_server *s, struct MHD_Connection *c, request *r);
+mhd_result handle_flush(stele_server *s, struct MHD_Connection *c, request *r);
+mhd_result handle_metrics(stele_server *s, struct MHD_Connection *c, request *r);
+mhd_result handle_tokens(stele_server *s, struct MHD_Connection *c, request *r, const char *url);
+mhd_result handle_buildinfo(stele_server *s, struct MHD_Connection *c, request *r);
+
+/* Decompresses gzip data into a malloc'd buffer of at most max bytes. -EMSGSIZE over
+ * the limit, -EINVAL if not valid gzip. */
+int gzip_inflate(const char *in, size_t in_len, size_t max, char **out, size_t *out_len);
+
+#endif

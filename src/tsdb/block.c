@@ -1,0 +1,654 @@
+/*
+ * block.c — writing and reading block files.
+ *
+ * ON-DISK FORMAT (little-endian; docs/format/block.md has the same with a diagram)
+ *
+ *   header, 64 bytes
+ *     0   8  magic "STLBLK\0\1"
+ *     8   4  format version (1)
+ *     12  4  compaction level (0 = written by a head flush)
+ *     16  8  seq_lo
+ *     24  8  seq_hi
+ *     32  8  partition start (ns, signed)
+ *     40  16 reserved, zero
+ *     56  8  XXH3-64 of bytes 0..56
+ *   groups: zstd frames, back to back. Each holds, for consecutive series in id order,
+ *     their timestamp encoding then their value encoding (codec.h), concatenated.
+ *     Grouping ~256 KiB of encodings lets zstd find redundancy across series (same
+ *     decimals, same regular intervals) while a read decompresses little it does not
+ *     need.
+ *   index: one zstd frame holding
+ *     varint nseries, zigzag mint, zigzag maxt, varint npoints,
+ *     varint ngroups, per group: varint file offset, varint compressed length,
+ *       varint raw length, u64 XXH3-64 of the compressed bytes;
+ *     per series (ids ascending): varint id delta (first: the id), varint key length,
+ *       key (series_key.h), varint npoints, zigzag mint, varint maxt - mint,
+ *       varint group, varint offset in group, varint timestamp bytes, varint value bytes
+ *   footer, 48 bytes
+ *     0   8  index file offset
+ *     8   8  index compressed length
+ *     16  8  index raw length
+ *     24  8  XXH3-64 of the compressed index
+ *     32  8  XXH3-64 of footer bytes 0..32
+ *     40  8  magic "STLBEND\1"
+ *
+ * INVARIANTS
+ *  - Written to "<name>.tmp", fsync'd, renamed, directory fsync'd: a block file under
+ *    its final name is always complete.
+ *  - Every byte read is covered by a checksum before it is interpreted; decoders are
+ *    bounds-checked and the index is validated (ids ascending, offsets inside their
+ *    group, counts consistent), so damage is reported as -EBADMSG, never read as data.
+ */
+#include "tsdb/block.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "common/bytes.h"
+#include "stele/codec.h"
+#include "stele/tsdb.h"
+#include "stele/varint.h"
+
+#define BLOCK_MAGIC "STLBLK\0\1"
+#define BLOCK_FOOTER_MAGIC "STLBEND\1"
+#define BLOCK_VERSION 1u
+#define BLOCK_HEADER_SIZE 64u
+#define BLOCK_FOOTER_SIZE 48u
+/* Uncompressed bytes per group: large enough for zstd to find cross-series
+ * redundancy, small enough that reading one series decompresses little else. */
+#define BLOCK_GROUP_TARGET (256u << 10)
+/* Bounds a reader trusts before checksums are verified: no group or index in a valid
+ * file comes near these, so larger values mean damage. */
+#define BLOCK_MAX_GROUP_RAW (64u << 20)
+#define BLOCK_MAX_INDEX_RAW (1u << 30)
+/* A series with more points than this in one block is split by the writer's callers;
+ * the index stores npoints as u32. */
+#define BLOCK_MAX_SERIES_POINTS (1u << 30)
+
+static_assert(sizeof(BLOCK_MAGIC) - 1 == 8, "magic is 8 bytes");
+static_assert(sizeof(BLOCK_FOOTER_MAGIC) - 1 == 8, "footer magic is 8 bytes");
+
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} byte_buffer;
+
+static int buf_reserve(byte_buffer *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap - b->len < extra)
+        cap *= 2;
+    uint8_t *d = realloc(b->data, cap);
+    if (!d)
+        return -ENOMEM;
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+static void buf_varint(byte_buffer *b, uint64_t v)
+{
+    b->len += stele_varint_put(b->data + b->len, v);
+}
+
+struct block_writer {
+    block_write_params p;
+    char dir[BLOCK_PATH_MAX];
+    char tmp_path[BLOCK_PATH_MAX];
+    stele_file *f;
+    uint64_t file_off;
+    byte_buffer group;  /* raw bytes of the open group */
+    byte_buffer groups; /* encoded group table */
+    uint32_t ngroups;
+    byte_buffer series; /* encoded series table */
+    uint64_t nseries;
+    uint64_t last_id;
+    uint64_t npoints;
+    int64_t mint, maxt;
+    byte_buffer comp;    /* zstd output */
+    byte_buffer scratch; /* codec output */
+    ZSTD_CCtx *zctx;
+};
+
+void block_file_name(uint64_t seq_lo, uint64_t seq_hi, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "b%020" PRIu64 "-%020" PRIu64 ".blk", seq_lo, seq_hi);
+}
+
+int block_parse_name(const char *name, uint64_t *seq_lo, uint64_t *seq_hi)
+{
+    if (strlen(name) != 1 + 20 + 1 + 20 + 4 || name[0] != 'b' || name[21] != '-' ||
+        strcmp(name + 42, ".blk") != 0)
+        return -EINVAL;
+    uint64_t v[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        const char *p = name + 1 + k * 21;
+        for (int i = 0; i < 20; i++) {
+            if (p[i] < '0' || p[i] > '9')
+                return -EINVAL;
+            v[k] = v[k] * 10 + (uint64_t)(p[i] - '0');
+        }
+    }
+    *seq_lo = v[0];
+    *seq_hi = v[1];
+    return v[0] <= v[1] ? 0 : -EINVAL;
+}
+
+int block_writer_begin(const block_write_params *p, block_writer **out)
+{
+    uint8_t header[BLOCK_HEADER_SIZE] = {0};
+    char name[64];
+    block_writer *w = calloc(1, sizeof(*w));
+    int rc = -ENOMEM;
+    if (!w)
+        return -ENOMEM;
+    w->p = *p;
+    snprintf(w->dir, sizeof(w->dir), "%s", p->dir);
+    w->p.dir = w->dir;
+    w->mint = INT64_MAX;
+    w->maxt = INT64_MIN;
+    w->zctx = ZSTD_createCCtx();
+    if (!w->zctx)
+        goto fail;
+    ZSTD_CCtx_setParameter(w->zctx, ZSTD_c_compressionLevel, p->zstd_level ? p->zstd_level : 3);
+    block_file_name(p->seq_lo, p->seq_hi, name, sizeof(name));
+    snprintf(w->tmp_path, sizeof(w->tmp_path), "%s/%s.tmp", p->dir, name);
+    rc = stele_io_open(p->io, w->tmp_path, STELE_IO_READWRITE | STELE_IO_CREATE | STELE_IO_TRUNCATE,
+                       &w->f);
+    if (rc)
+        goto fail;
+    memcpy(header, BLOCK_MAGIC, 8);
+    put_le32(header + 8, BLOCK_VERSION);
+    put_le32(header + 12, p->level);
+    put_le64(header + 16, p->seq_lo);
+    put_le64(header + 24, p->seq_hi);
+    put_le64(header + 32, (uint64_t)p->partition);
+    put_le64(header + 56, XXH3_64bits(header, 56));
+    rc = stele_io_pwrite(w->f, header, sizeof(header), 0);
+    if (rc)
+        goto fail;
+    w->file_off = BLOCK_HEADER_SIZE;
+    *out = w;
+    return 0;
+fail:
+    block_writer_abort(w);
+    return rc;
+}
+
+/* Compresses the open group and writes it. */
+static int block_writer_seal_group(block_writer *w)
+{
+    if (w->group.len == 0)
+        return 0;
+    size_t bound = ZSTD_compressBound(w->group.len);
+    w->comp.len = 0;
+    int rc = buf_reserve(&w->comp, bound);
+    if (rc)
+        return rc;
+    size_t n = ZSTD_compress2(w->zctx, w->comp.data, bound, w->group.data, w->group.len);
+    if (ZSTD_isError(n))
+        return -EIO;
+    rc = stele_io_pwrite(w->f, w->comp.data, n, w->file_off);
+    if (rc)
+        return rc;
+    rc = buf_reserve(&w->groups, 3 * STELE_VARINT_MAX + 8);
+    if (rc)
+        return rc;
+    buf_varint(&w->groups, w->file_off);
+    buf_varint(&w->groups, n);
+    buf_varint(&w->groups, w->group.len);
+    put_le64(w->groups.data + w->groups.len, XXH3_64bits(w->comp.data, n));
+    w->groups.len += 8;
+    w->file_off += n;
+    w->ngroups++;
+    w->group.len = 0;
+    return 0;
+}
+
+int block_writer_add(block_writer *w, uint64_t id, const uint8_t *key, size_t key_len,
+                     const int64_t *ts, const double *v, size_t n)
+{
+    if (n == 0 || n > BLOCK_MAX_SERIES_POINTS || id <= w->last_id)
+        return -EINVAL;
+    size_t need = stele_ts_encode_bound(n) + stele_values_encode_bound(n);
+    w->scratch.len = 0;
+    int rc = buf_reserve(&w->scratch, need);
+    if (rc)
+        return rc;
+    size_t ts_len = 0, val_len = 0;
+    rc = stele_ts_encode(ts, n, w->scratch.data, w->scratch.cap, &ts_len);
+    if (rc)
+        return rc;
+    rc = stele_values_encode(v, n, w->scratch.data + ts_len, w->scratch.cap - ts_len, &val_len);
+    if (rc)
+        return rc;
+    if (w->group.len && w->group.len + ts_len + val_len > BLOCK_GROUP_TARGET) {
+        rc = block_writer_seal_group(w);
+        if (rc)
+            return rc;
+    }
+    uint32_t offset = (uint32_t)w->group.len;
+    rc = buf_reserve(&w->group, ts_len + val_len);
+    if (rc)
+        return rc;
+    memcpy(w->group.data + w->group.len, w->scratch.data, ts_len + val_len);
+    w->group.len += ts_len + val_len;
+
+    rc = buf_reserve(&w->series, key_len + 10 * STELE_VARINT_MAX);
+    if (rc)
+        return rc;
+    buf_varint(&w->series, id - w->last_id);
+    buf_varint(&w->series, key_len);
+    memcpy(w->series.data + w->series.len, key, key_len);
+    w->series.len += key_len;
+    buf_varint(&w->series, n);
+    buf_varint(&w->series, stele_zigzag_encode(ts[0]));
+    buf_varint(&w->series, (uint64_t)ts[n - 1] - (uint64_t)ts[0]);
+    buf_varint(&w->series, w->ngroups);
+    buf_varint(&w->series, offset);
+    buf_varint(&w->series, ts_len);
+    buf_varint(&w->series, val_len);
+    w->last_id = id;
+    w->nseries++;
+    w->npoints += n;
+    if (ts[0] < w->mint)
+        w->mint = ts[0];
+    if (ts[n - 1] > w->maxt)
+        w->maxt = ts[n - 1];
+    return 0;
+}
+
+uint64_t block_writer_points(const block_writer *w)
+{
+    return w->npoints;
+}
+
+int block_writer_finish(block_writer *w, char *name, size_t cap)
+{
+    byte_buffer index = {0};
+    uint8_t footer[BLOCK_FOOTER_SIZE];
+    char final_path[BLOCK_PATH_MAX + 64];
+    int rc = block_writer_seal_group(w);
+    if (rc)
+        goto fail;
+    rc = buf_reserve(&index, 6 * STELE_VARINT_MAX + w->groups.len + w->series.len);
+    if (rc)
+        goto fail;
+    buf_varint(&index, w->nseries);
+    buf_varint(&index, stele_zigzag_encode(w->nseries ? w->mint : 0));
+    buf_varint(&index, stele_zigzag_encode(w->nseries ? w->maxt : 0));
+    buf_varint(&index, w->npoints);
+    buf_varint(&index, w->ngroups);
+    memcpy(index.data + index.len, w->groups.data, w->groups.len);
+    index.len += w->groups.len;
+    if (w->series.len)
+        memcpy(index.data + index.len, w->series.data, w->series.len);
+    index.len += w->series.len;
+
+    size_t bound = ZSTD_compressBound(index.len);
+    w->comp.len = 0;
+    rc = buf_reserve(&w->comp, bound);
+    if (rc)
+        goto fail;
+    size_t n = ZSTD_compress2(w->zctx, w->comp.data, bound, index.data, index.len);
+    if (ZSTD_isError(n)) {
+        rc = -EIO;
+        goto fail;
+    }
+    rc = stele_io_pwrite(w->f, w->comp.data, n, w->file_off);
+    if (rc)
+        goto fail;
+    put_le64(footer, w->file_off);
+    put_le64(footer + 8, n);
+    put_le64(footer + 16, index.len);
+    put_le64(footer + 24, XXH3_64bits(w->comp.data, n));
+    put_le64(footer + 32, XXH3_64bits(footer, 32));
+    memcpy(footer + 40, BLOCK_FOOTER_MAGIC, 8);
+    rc = stele_io_pwrite(w->f, footer, sizeof(footer), w->file_off + n);
+    if (rc)
+        goto fail;
+    rc = stele_io_fsync(w->f);
+    if (rc)
+        goto fail;
+    rc = stele_io_close(w->f);
+    w->f = NULL;
+    if (rc)
+        goto fail;
+    char base[64];
+    block_file_name(w->p.seq_lo, w->p.seq_hi, base, sizeof(base));
+    snprintf(final_path, sizeof(final_path), "%s/%s", w->dir, base);
+    rc = stele_io_rename(w->p.io, w->tmp_path, final_path);
+    if (rc)
+        goto fail;
+    w->tmp_path[0] = '\0'; /* the file now lives under its final name */
+    rc = stele_io_fsync_dir(w->p.io, w->dir);
+    if (rc)
+        goto fail;
+    snprintf(name, cap, "%s", base);
+    free(index.data);
+    block_writer_abort(w);
+    return 0;
+fail:
+    free(index.data);
+    block_writer_abort(w);
+    return rc;
+}
+
+void block_writer_abort(block_writer *w)
+{
+    if (!w)
+        return;
+    stele_io_close(w->f);
+    if (w->tmp_path[0])
+        stele_io_unlink(w->p.io, w->tmp_path);
+    free(w->group.data);
+    free(w->groups.data);
+    free(w->series.data);
+    free(w->comp.data);
+    free(w->scratch.data);
+    ZSTD_freeCCtx(w->zctx);
+    free(w);
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+void block_ref(tsdb_block *b)
+{
+    __atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED);
+}
+
+void block_unref(tsdb_block *b)
+{
+    if (!b || __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    stele_io_close(b->f);
+    if (b->retired)
+        stele_io_unlink(b->io, b->path);
+    free(b->entries);
+    free(b->groups);
+    free(b);
+}
+
+const block_entry *block_find(const tsdb_block *b, uint64_t id)
+{
+    uint64_t lo = 0, hi = b->nentries;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (b->entries[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < b->nentries && b->entries[lo].id == id ? &b->entries[lo] : NULL;
+}
+
+#define BAD(msg)                                                                                   \
+    do {                                                                                           \
+        why = msg;                                                                                 \
+        rc = -EBADMSG;                                                                             \
+        goto fail;                                                                                 \
+    } while (0)
+
+/* Parses the decompressed index into b (validating everything). */
+static int block_parse_index(tsdb_block *b, const uint8_t *p, const uint8_t *end, block_key_fn fn,
+                             void *ctx, const char **whyp)
+{
+    const char *why = NULL;
+    uint64_t nseries, zmint, zmaxt, npoints, ngroups;
+    int rc = 0;
+    if (stele_varint_get(&p, end, &nseries) || stele_varint_get(&p, end, &zmint) ||
+        stele_varint_get(&p, end, &zmaxt) || stele_varint_get(&p, end, &npoints) ||
+        stele_varint_get(&p, end, &ngroups))
+        BAD("truncated index header");
+    if (ngroups > (uint64_t)(end - p) || nseries > (uint64_t)(end - p) ||
+        (nseries == 0) != (ngroups == 0))
+        BAD("index counts inconsistent with its size");
+    b->mint = stele_zigzag_decode(zmint);
+    b->maxt = stele_zigzag_decode(zmaxt);
+    b->npoints = npoints;
+    b->groups = calloc(ngroups ? ngroups : 1, sizeof(*b->groups));
+    b->entries = calloc(nseries ? nseries : 1, sizeof(*b->entries));
+    if (!b->groups || !b->entries) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    b->ngroups = (uint32_t)ngroups;
+    b->nentries = nseries;
+    uint64_t expect_off = BLOCK_HEADER_SIZE;
+    for (uint64_t i = 0; i < ngroups; i++) {
+        block_group *g = &b->groups[i];
+        uint64_t off, comp, raw;
+        if (stele_varint_get(&p, end, &off) || stele_varint_get(&p, end, &comp) ||
+            stele_varint_get(&p, end, &raw) || end - p < 8)
+            BAD("truncated group table");
+        if (off != expect_off || comp == 0 || comp > BLOCK_MAX_GROUP_RAW || raw == 0 ||
+            raw > BLOCK_MAX_GROUP_RAW)
+            BAD("group table entry out of range");
+        g->file_offset = off;
+        g->comp_len = (uint32_t)comp;
+        g->raw_len = (uint32_t)raw;
+        g->checksum = get_le64(p);
+        p += 8;
+        expect_off = off + comp;
+    }
+    uint64_t id = 0, points = 0;
+    for (uint64_t i = 0; i < nseries; i++) {
+        block_entry *e = &b->entries[i];
+        uint64_t delta, key_len, n, zm, span, group, offset, ts_len, val_len;
+        if (stele_varint_get(&p, end, &delta) || delta == 0 ||
+            stele_varint_get(&p, end, &key_len) || key_len > (uint64_t)(end - p))
+            BAD("truncated or unordered series table");
+        id += delta;
+        const uint8_t *key = p;
+        p += key_len;
+        if (stele_varint_get(&p, end, &n) || stele_varint_get(&p, end, &zm) ||
+            stele_varint_get(&p, end, &span) || stele_varint_get(&p, end, &group) ||
+            stele_varint_get(&p, end, &offset) || stele_varint_get(&p, end, &ts_len) ||
+            stele_varint_get(&p, end, &val_len))
+            BAD("truncated series entry");
+        if (n == 0 || n > BLOCK_MAX_SERIES_POINTS || group >= ngroups ||
+            offset + ts_len + val_len > b->groups[group].raw_len || ts_len == 0 || val_len == 0)
+            BAD("series entry out of range");
+        e->id = id;
+        e->npoints = (uint32_t)n;
+        e->group = (uint32_t)group;
+        e->offset = (uint32_t)offset;
+        e->ts_len = (uint32_t)ts_len;
+        e->val_len = (uint32_t)val_len;
+        e->mint = stele_zigzag_decode(zm);
+        e->maxt = (int64_t)((uint64_t)e->mint + span);
+        if (e->maxt < e->mint || e->mint < b->mint || e->maxt > b->maxt)
+            BAD("series time range outside the block's");
+        points += n;
+        if (fn) {
+            rc = fn(ctx, id, key, key_len);
+            if (rc) {
+                why = "series key rejected by the index (damaged or conflicting)";
+                goto fail;
+            }
+        }
+    }
+    if (p != end)
+        BAD("trailing bytes after the series table");
+    if (points != npoints)
+        BAD("point count does not match the series table");
+    return 0;
+fail:
+    *whyp = why;
+    return rc;
+}
+
+int block_open(stele_io *io, const char *path, bool verify_groups, block_key_fn fn, void *ctx,
+               tsdb_block **out, char *err, size_t errcap)
+{
+    uint8_t header[BLOCK_HEADER_SIZE], footer[BLOCK_FOOTER_SIZE];
+    uint8_t *comp = NULL, *raw = NULL;
+    const char *why = NULL;
+    int rc;
+    tsdb_block *b = calloc(1, sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    b->io = io;
+    b->refs = 1;
+    snprintf(b->path, sizeof(b->path), "%s", path);
+    rc = stele_io_open(io, path, STELE_IO_READ, &b->f);
+    if (rc) {
+        why = strerror(-rc);
+        goto fail;
+    }
+    rc = stele_io_size(b->f, &b->file_size);
+    if (rc) {
+        why = strerror(-rc);
+        goto fail;
+    }
+    if (b->file_size < BLOCK_HEADER_SIZE + BLOCK_FOOTER_SIZE)
+        BAD("file too short to be a block");
+    rc = stele_io_pread_full(b->f, header, sizeof(header), 0);
+    if (rc == 0)
+        rc = stele_io_pread_full(b->f, footer, sizeof(footer), b->file_size - BLOCK_FOOTER_SIZE);
+    if (rc) {
+        why = strerror(-rc);
+        goto fail;
+    }
+    if (memcmp(header, BLOCK_MAGIC, 8) != 0)
+        BAD("not a Stele block (bad magic)");
+    if (get_le64(header + 56) != XXH3_64bits(header, 56))
+        BAD("header checksum mismatch");
+    if (get_le32(header + 8) != BLOCK_VERSION)
+        BAD("unsupported block format version");
+    if (memcmp(footer + 40, BLOCK_FOOTER_MAGIC, 8) != 0 ||
+        get_le64(footer + 32) != XXH3_64bits(footer, 32))
+        BAD("footer damaged (checksum or magic)");
+    b->level = get_le32(header + 12);
+    b->seq_lo = get_le64(header + 16);
+    b->seq_hi = get_le64(header + 24);
+    b->partition = (int64_t)get_le64(header + 32);
+    uint64_t index_off = get_le64(footer), index_comp = get_le64(footer + 8);
+    uint64_t index_raw = get_le64(footer + 16);
+    if (index_off < BLOCK_HEADER_SIZE || index_comp == 0 ||
+        index_off + index_comp != b->file_size - BLOCK_FOOTER_SIZE || index_raw == 0 ||
+        index_raw > BLOCK_MAX_INDEX_RAW)
+        BAD("index position out of range");
+    comp = malloc(index_comp);
+    raw = malloc(index_raw);
+    if (!comp || !raw) {
+        rc = -ENOMEM;
+        why = "out of memory";
+        goto fail;
+    }
+    rc = stele_io_pread_full(b->f, comp, index_comp, index_off);
+    if (rc) {
+        why = strerror(-rc);
+        goto fail;
+    }
+    if (XXH3_64bits(comp, index_comp) != get_le64(footer + 24))
+        BAD("index checksum mismatch");
+    size_t got = ZSTD_decompress(raw, index_raw, comp, index_comp);
+    if (ZSTD_isError(got) || got != index_raw)
+        BAD("index does not decompress to its recorded size");
+    rc = block_parse_index(b, raw, raw + index_raw, fn, ctx, &why);
+    if (rc)
+        goto fail;
+    if (b->ngroups &&
+        b->groups[b->ngroups - 1].file_offset + b->groups[b->ngroups - 1].comp_len != index_off)
+        BAD("groups do not end where the index starts");
+    if (verify_groups) {
+        for (uint32_t i = 0; i < b->ngroups; i++) {
+            block_group *g = &b->groups[i];
+            uint8_t *gbuf = malloc(g->comp_len);
+            if (!gbuf) {
+                rc = -ENOMEM;
+                why = "out of memory";
+                goto fail;
+            }
+            rc = stele_io_pread_full(b->f, gbuf, g->comp_len, g->file_offset);
+            bool ok = rc == 0 && XXH3_64bits(gbuf, g->comp_len) == g->checksum;
+            free(gbuf);
+            if (rc) {
+                why = strerror(-rc);
+                goto fail;
+            }
+            if (!ok)
+                BAD("data group checksum mismatch");
+        }
+    }
+    free(comp);
+    free(raw);
+    *out = b;
+    return 0;
+fail:
+    if (err)
+        snprintf(err, errcap, "%s: %s", path, why ? why : "cannot open");
+    free(comp);
+    free(raw);
+    block_unref(b);
+    return rc ? rc : -EBADMSG;
+}
+
+void block_cache_free(block_cache *c)
+{
+    free(c->raw);
+    free(c->comp);
+    memset(c, 0, sizeof(*c));
+}
+
+static int block_load_group(const tsdb_block *b, uint32_t gi, block_cache *c)
+{
+    if (c->block == b && c->group == gi && c->raw)
+        return 0;
+    const block_group *g = &b->groups[gi];
+    c->block = NULL;
+    if (c->comp_cap < g->comp_len) {
+        uint8_t *p = realloc(c->comp, g->comp_len);
+        if (!p)
+            return -ENOMEM;
+        c->comp = p;
+        c->comp_cap = g->comp_len;
+    }
+    if (c->cap < g->raw_len) {
+        uint8_t *p = realloc(c->raw, g->raw_len);
+        if (!p)
+            return -ENOMEM;
+        c->raw = p;
+        c->cap = g->raw_len;
+    }
+    int rc = stele_io_pread_full(b->f, c->comp, g->comp_len, g->file_offset);
+    if (rc)
+        return rc;
+    if (XXH3_64bits(c->comp, g->comp_len) != g->checksum)
+        return -EBADMSG;
+    size_t got = ZSTD_decompress(c->raw, g->raw_len, c->comp, g->comp_len);
+    if (ZSTD_isError(got) || got != g->raw_len)
+        return -EBADMSG;
+    c->len = got;
+    c->block = b;
+    c->group = gi;
+    return 0;
+}
+
+int block_read_series(const tsdb_block *b, const block_entry *e, block_cache *c, int64_t *ts,
+                      double *v)
+{
+    int rc = block_load_group(b, e->group, c);
+    if (rc)
+        return rc;
+    const uint8_t *p = c->raw + e->offset;
+    if (stele_ts_decode(p, e->ts_len, ts, e->npoints) != 0 ||
+        stele_values_decode(p + e->ts_len, e->val_len, v, e->npoints) != 0)
+        return -EBADMSG;
+    if (ts[0] != e->mint || ts[e->npoints - 1] != e->maxt)
+        return -EBADMSG;
+    for (uint32_t i = 1; i < e->npoints; i++)
+        if (ts[i] <= ts[i - 1])
+            return -EBADMSG;
+    return 0;
+}

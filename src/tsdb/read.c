@@ -1,0 +1,178 @@
+/*
+ * read.c — selecting series and merging their samples across blocks and heads.
+ *
+ * A select takes a snapshot (references to the active head, the frozen head and the
+ * published block set) so flushes and compactions may proceed meanwhile, then for each
+ * matching series merges its runs from oldest source to newest: blocks in sequence
+ * order, the frozen head, the active head. Each merge lets the newer run win on equal
+ * timestamps, which is exactly "the later write wins".
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stele/tsdb.h"
+#include "tsdb/samples.h"
+#include "tsdb/series_key.h"
+#include "tsdb/tsdb_internal.h"
+
+typedef struct {
+    int64_t *ts;
+    double *v;
+    size_t n;
+    size_t cap;
+} run_buf;
+
+static int run_reserve(run_buf *b, size_t need)
+{
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    int64_t *ts = realloc(b->ts, cap * sizeof(*ts));
+    if (!ts)
+        return -ENOMEM;
+    b->ts = ts;
+    double *v = realloc(b->v, cap * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    b->v = v;
+    b->cap = cap;
+    return 0;
+}
+
+/* acc = merge(acc, newer[0..n)) using out as scratch. */
+static int run_merge(run_buf *acc, run_buf *out, const int64_t *ts, const double *v, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (acc->n == 0) {
+        int rc = run_reserve(acc, n);
+        if (rc)
+            return rc;
+        memcpy(acc->ts, ts, n * sizeof(*ts));
+        memcpy(acc->v, v, n * sizeof(*v));
+        acc->n = n;
+        return 0;
+    }
+    int rc = run_reserve(out, acc->n + n);
+    if (rc)
+        return rc;
+    out->n = samples_merge(acc->ts, acc->v, acc->n, ts, v, n, out->ts, out->v);
+    run_buf t = *acc;
+    *acc = *out;
+    *out = t;
+    return 0;
+}
+
+/* Keeps the part of a sorted run inside [mint, maxt]: returns start and count. */
+static size_t clip_range(const int64_t *ts, size_t n, int64_t mint, int64_t maxt, size_t *count)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ts[mid] < mint)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t start = lo;
+    hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ts[mid] <= maxt)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *count = lo - start;
+    return start;
+}
+
+static int merge_head(tsdb_head *h, uint64_t id, int64_t mint, int64_t maxt, run_buf *acc,
+                      run_buf *out)
+{
+    int64_t *ts = NULL;
+    double *v = NULL;
+    size_t n = 0;
+    int rc = head_copy(h, id, mint, maxt, false, &ts, &v, &n);
+    if (rc == 0)
+        rc = run_merge(acc, out, ts, v, n);
+    free(ts);
+    free(v);
+    return rc;
+}
+
+int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
+                      size_t nmatchers, int64_t mint, int64_t maxt, stele_series_fn fn, void *ctx,
+                      char *err, size_t errcap)
+{
+    char errbuf[256];
+    uint64_t *ids = NULL;
+    size_t nids = 0;
+    run_buf acc = {0}, out = {0}, tmp = {0};
+    block_cache cache = {0};
+    tsdb_head *active = NULL, *frozen = NULL;
+    block_set *blocks = NULL;
+    stele_label labels[STELE_MAX_LABELS];
+    if (!err) {
+        err = errbuf;
+        errcap = sizeof(errbuf);
+    }
+    int rc = index_match(&db->ix, tenant, matchers, nmatchers, &ids, &nids, err, errcap);
+    if (rc)
+        return rc;
+    tsdb_view_acquire(db, &active, &frozen, &blocks);
+    for (size_t i = 0; i < nids && rc == 0; i++) {
+        uint64_t id = ids[i];
+        acc.n = 0;
+        for (size_t b = 0; b < blocks->n && rc == 0; b++) {
+            const tsdb_block *blk = blocks->blocks[b];
+            if (blk->maxt < mint || blk->mint > maxt)
+                continue;
+            const block_entry *e = block_find(blk, id);
+            if (!e || e->maxt < mint || e->mint > maxt)
+                continue;
+            rc = run_reserve(&tmp, e->npoints);
+            if (rc == 0)
+                rc = block_read_series(blk, e, &cache, tmp.ts, tmp.v);
+            if (rc) {
+                snprintf(err, errcap, "%s: damaged data for a series (%s)", blk->path,
+                         strerror(-rc));
+                break;
+            }
+            size_t count, start = clip_range(tmp.ts, e->npoints, mint, maxt, &count);
+            rc = run_merge(&acc, &out, tmp.ts + start, tmp.v + start, count);
+        }
+        if (rc == 0 && frozen)
+            rc = merge_head(frozen, id, mint, maxt, &acc, &out);
+        if (rc == 0)
+            rc = merge_head(active, id, mint, maxt, &acc, &out);
+        if (rc || acc.n == 0)
+            continue;
+        tsdb_series *s = index_get(&db->ix, id);
+        const char *t;
+        size_t tl, nl;
+        if (!s || series_key_decode(s->key, s->key_len, &t, &tl, labels, &nl) != 0) {
+            rc = -EBADMSG;
+            break;
+        }
+        stele_series_view view = {
+            .labels = labels, .nlabels = nl, .ts = acc.ts, .values = acc.v, .n = acc.n};
+        rc = fn(ctx, &view);
+    }
+    head_unref(active);
+    head_unref(frozen);
+    block_set_release(blocks);
+    block_cache_free(&cache);
+    free(acc.ts);
+    free(acc.v);
+    free(out.ts);
+    free(out.v);
+    free(tmp.ts);
+    free(tmp.v);
+    free(ids);
+    return rc;
+}
