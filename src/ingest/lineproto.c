@@ -71,12 +71,12 @@
 #define LP_FAST_FLOAT 0
 #endif
 
-/* Defaults. 64 KiB lines: InfluxDB's own clients batch far smaller points, and one
- * line's worth of scratch is what every parser (one per ingest thread) keeps. 64 tags
- * and 256 fields per point are well above what real schemas use (TSBS: 10 and 10) and
- * bound the per-line sort and dedup work. 256-byte names fit any sane metric or label
- * name; 4 KiB values fit labels and short status strings without letting one point
- * carry a document. */
+/* Defaults. 64 KiB lines: real points are a few hundred bytes, and one line's worth of
+ * scratch is what every parser (one per ingest thread) keeps. 64 tags and 256 fields
+ * per point are well above what real schemas use (TSBS devops: 10 and 10) and bound
+ * the per-line sort and dedup work. 256-byte names fit any sane metric or label name;
+ * 4 KiB values fit labels and short status strings without letting one point carry a
+ * document. */
 #define LP_DEFAULT_MAX_LINE_LEN (64u * 1024u)
 #define LP_DEFAULT_MAX_TAGS 64u
 #define LP_DEFAULT_MAX_FIELDS 256u
@@ -175,8 +175,10 @@ int stele_lp_parser_create(const stele_lp_limits *limits, stele_lp_parser **out)
     int rc = 0;
     stele_lp_parser *p = NULL;
 
+    if (!out)
+        return -EINVAL;
     *out = NULL;
-    if (limits->max_line_len == 0 || limits->max_tags == 0 || limits->max_fields == 0 ||
+    if (!limits || limits->max_line_len == 0 || limits->max_tags == 0 || limits->max_fields == 0 ||
         limits->max_name_len == 0 || limits->max_value_len == 0 ||
         limits->max_tags > STELE_LP_MAX_TAGS_CEILING ||
         limits->max_fields > STELE_LP_MAX_FIELDS_CEILING)

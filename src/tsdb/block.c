@@ -100,6 +100,18 @@ static void buf_varint(byte_buffer *b, uint64_t v)
     b->len += stele_varint_put(b->data + b->len, v);
 }
 
+typedef struct {
+    block_entry e;
+    uint64_t key_off;
+    uint32_t key_len;
+} pending_entry;
+
+static int pending_entry_cmp(const void *a, const void *b)
+{
+    const pending_entry *x = a, *y = b;
+    return x->e.id < y->e.id ? -1 : x->e.id > y->e.id;
+}
+
 struct block_writer {
     block_write_params p;
     char dir[BLOCK_PATH_MAX];
@@ -109,9 +121,9 @@ struct block_writer {
     byte_buffer group;  /* raw bytes of the open group */
     byte_buffer groups; /* encoded group table */
     uint32_t ngroups;
-    byte_buffer series; /* encoded series table */
-    uint64_t nseries;
-    uint64_t last_id;
+    pending_entry *entries; /* in the order added; sorted by id at finish */
+    uint64_t nseries, entries_cap;
+    byte_buffer keys; /* series keys, back to back */
     uint64_t npoints;
     int64_t mint, maxt;
     byte_buffer comp;    /* zstd output */
@@ -217,7 +229,7 @@ static int block_writer_seal_group(block_writer *w)
 int block_writer_add(block_writer *w, uint64_t id, const uint8_t *key, size_t key_len,
                      const int64_t *ts, const double *v, size_t n)
 {
-    if (n == 0 || n > BLOCK_MAX_SERIES_POINTS || id <= w->last_id)
+    if (n == 0 || n > BLOCK_MAX_SERIES_POINTS || id == 0 || key_len > UINT32_MAX)
         return -EINVAL;
     size_t need = stele_ts_encode_bound(n) + stele_values_encode_bound(n);
     w->scratch.len = 0;
@@ -238,27 +250,33 @@ int block_writer_add(block_writer *w, uint64_t id, const uint8_t *key, size_t ke
     }
     uint32_t offset = (uint32_t)w->group.len;
     rc = buf_reserve(&w->group, ts_len + val_len);
+    if (rc == 0)
+        rc = buf_reserve(&w->keys, key_len);
     if (rc)
         return rc;
+    if (w->nseries == w->entries_cap) {
+        uint64_t cap = w->entries_cap ? w->entries_cap * 2 : 256;
+        pending_entry *e = realloc(w->entries, cap * sizeof(*e));
+        if (!e)
+            return -ENOMEM;
+        w->entries = e;
+        w->entries_cap = cap;
+    }
     memcpy(w->group.data + w->group.len, w->scratch.data, ts_len + val_len);
     w->group.len += ts_len + val_len;
-
-    rc = buf_reserve(&w->series, key_len + 10 * STELE_VARINT_MAX);
-    if (rc)
-        return rc;
-    buf_varint(&w->series, id - w->last_id);
-    buf_varint(&w->series, key_len);
-    memcpy(w->series.data + w->series.len, key, key_len);
-    w->series.len += key_len;
-    buf_varint(&w->series, n);
-    buf_varint(&w->series, stele_zigzag_encode(ts[0]));
-    buf_varint(&w->series, (uint64_t)ts[n - 1] - (uint64_t)ts[0]);
-    buf_varint(&w->series, w->ngroups);
-    buf_varint(&w->series, offset);
-    buf_varint(&w->series, ts_len);
-    buf_varint(&w->series, val_len);
-    w->last_id = id;
-    w->nseries++;
+    pending_entry *pe = &w->entries[w->nseries++];
+    pe->e = (block_entry){.id = id,
+                          .npoints = (uint32_t)n,
+                          .group = w->ngroups,
+                          .offset = offset,
+                          .ts_len = (uint32_t)ts_len,
+                          .val_len = (uint32_t)val_len,
+                          .mint = ts[0],
+                          .maxt = ts[n - 1]};
+    pe->key_off = w->keys.len;
+    pe->key_len = (uint32_t)key_len;
+    memcpy(w->keys.data + w->keys.len, key, key_len);
+    w->keys.len += key_len;
     w->npoints += n;
     if (ts[0] < w->mint)
         w->mint = ts[0];
@@ -280,7 +298,12 @@ int block_writer_finish(block_writer *w, char *name, size_t cap)
     int rc = block_writer_seal_group(w);
     if (rc)
         goto fail;
-    rc = buf_reserve(&index, 6 * STELE_VARINT_MAX + w->groups.len + w->series.len);
+    /* Readers look series up by id: the table is in id order, whatever order the data
+     * groups were written in (callers group similar series for compression). */
+    if (w->nseries)
+        qsort(w->entries, w->nseries, sizeof(*w->entries), pending_entry_cmp);
+    rc = buf_reserve(&index, 6 * STELE_VARINT_MAX + w->groups.len + w->keys.len +
+                                 w->nseries * 10 * STELE_VARINT_MAX);
     if (rc)
         goto fail;
     buf_varint(&index, w->nseries);
@@ -290,9 +313,26 @@ int block_writer_finish(block_writer *w, char *name, size_t cap)
     buf_varint(&index, w->ngroups);
     memcpy(index.data + index.len, w->groups.data, w->groups.len);
     index.len += w->groups.len;
-    if (w->series.len)
-        memcpy(index.data + index.len, w->series.data, w->series.len);
-    index.len += w->series.len;
+    uint64_t last_id = 0;
+    for (uint64_t i = 0; i < w->nseries; i++) {
+        const pending_entry *pe = &w->entries[i];
+        if (pe->e.id == last_id) {
+            rc = -EINVAL; /* the same series twice */
+            goto fail;
+        }
+        buf_varint(&index, pe->e.id - last_id);
+        buf_varint(&index, pe->key_len);
+        memcpy(index.data + index.len, w->keys.data + pe->key_off, pe->key_len);
+        index.len += pe->key_len;
+        buf_varint(&index, pe->e.npoints);
+        buf_varint(&index, stele_zigzag_encode(pe->e.mint));
+        buf_varint(&index, (uint64_t)pe->e.maxt - (uint64_t)pe->e.mint);
+        buf_varint(&index, pe->e.group);
+        buf_varint(&index, pe->e.offset);
+        buf_varint(&index, pe->e.ts_len);
+        buf_varint(&index, pe->e.val_len);
+        last_id = pe->e.id;
+    }
 
     size_t bound = ZSTD_compressBound(index.len);
     w->comp.len = 0;
@@ -352,7 +392,8 @@ void block_writer_abort(block_writer *w)
         stele_io_unlink(w->p.io, w->tmp_path);
     free(w->group.data);
     free(w->groups.data);
-    free(w->series.data);
+    free(w->entries);
+    free(w->keys.data);
     free(w->comp.data);
     free(w->scratch.data);
     ZSTD_freeCCtx(w->zctx);

@@ -73,7 +73,8 @@ typedef struct block_writer block_writer;
 
 /* Starts a block in a temporary file. */
 int block_writer_begin(const block_write_params *p, block_writer **out);
-/* Adds one series (ids strictly increasing; ts strictly increasing, n ≥ 1). */
+/* Adds one series (each id once, in any order — put similar series next to each other
+ * for compression; ts strictly increasing, n ≥ 1). */
 int block_writer_add(block_writer *w, uint64_t id, const uint8_t *key, size_t key_len,
                      const int64_t *ts, const double *v, size_t n);
 /* Points added so far. */

@@ -806,6 +806,34 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static int series_key_cmp(const void *a, const void *b)
+{
+    const tsdb_series *x = *(tsdb_series *const *)a, *y = *(tsdb_series *const *)b;
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(x->key, y->key, n);
+    return c ? c : (x->key_len < y->key_len ? -1 : x->key_len > y->key_len);
+}
+
+/* The series of ids sorted by key: blocks store similar series (same tenant and metric,
+ * hence similar values) next to each other, which zstd compresses markedly better than
+ * creation order. *out malloc'd. */
+static int series_in_key_order(stele_tsdb *db, const uint64_t *ids, size_t n, tsdb_series ***out)
+{
+    tsdb_series **order = malloc((n + 1) * sizeof(*order));
+    if (!order)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        order[i] = index_get(&db->ix, ids[i]);
+        if (!order[i]) {
+            free(order);
+            return -EBADMSG;
+        }
+    }
+    qsort(order, n, sizeof(*order), series_key_cmp);
+    *out = order;
+    return 0;
+}
+
 static int64_t partition_of(const stele_tsdb *db, int64_t ts)
 {
     int64_t p = db->opts.partition_ns;
@@ -828,23 +856,17 @@ static int flush_write_blocks(stele_tsdb *db, tsdb_head *h, tsdb_block ***out, s
     size_t npw = 0, pw_cap = 0;
     tsdb_block **blocks = NULL;
     size_t nblocks = 0;
-    uint64_t *ids = malloc((h->nids + 1) * sizeof(*ids));
+    tsdb_series **order = NULL;
     char name[64], path[TSDB_PATH_MAX + 64], err[512];
-    int rc = 0;
-    if (!ids)
-        return -ENOMEM;
-    memcpy(ids, h->ids, h->nids * sizeof(*ids));
-    qsort(ids, h->nids, sizeof(*ids), cmp_u64);
+    int rc = series_in_key_order(db, h->ids, h->nids, &order);
+    if (rc)
+        return rc;
     for (uint64_t i = 0; i < h->nids && rc == 0; i++) {
         head_series *s;
-        rc = head_series_prepare(h, ids[i], &s);
+        tsdb_series *series = order[i];
+        rc = head_series_prepare(h, series->id, &s);
         if (rc || !s || s->n == 0)
             continue;
-        tsdb_series *series = index_get(&db->ix, ids[i]);
-        if (!series) {
-            rc = -EBADMSG;
-            break;
-        }
         /* Split the run at partition boundaries. */
         for (uint32_t start = 0; start < s->n && rc == 0;) {
             int64_t part = partition_of(db, s->ts[start]);
@@ -875,8 +897,8 @@ static int flush_write_blocks(stele_tsdb *db, tsdb_head *h, tsdb_block ***out, s
                     break;
                 npw++;
             }
-            rc = block_writer_add(w->writer, ids[i], series->key, series->key_len, s->ts + start,
-                                  s->v + start, end - start);
+            rc = block_writer_add(w->writer, series->id, series->key, series->key_len,
+                                  s->ts + start, s->v + start, end - start);
             start = end;
         }
     }
@@ -908,7 +930,7 @@ static int flush_write_blocks(stele_tsdb *db, tsdb_head *h, tsdb_block ***out, s
         nblocks = 0;
     }
     free(pw);
-    free(ids);
+    free(order);
     *out = blocks;
     *nout = nblocks;
     return rc;
@@ -1022,18 +1044,38 @@ static void sample_buf_free(sample_buf *b)
     free(b->v);
 }
 
+/* Sorted, distinct ids of all series in the blocks. *ids malloc'd. */
+static int block_union_ids(tsdb_block **in, size_t nin, uint64_t **ids, size_t *nids)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < nin; i++)
+        total += in[i]->nentries;
+    uint64_t *all = malloc((total + 1) * sizeof(*all));
+    if (!all)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < nin; i++)
+        for (uint64_t j = 0; j < in[i]->nentries; j++)
+            all[n++] = in[i]->entries[j].id;
+    qsort(all, n, sizeof(*all), cmp_u64);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || all[k - 1] != all[i])
+            all[k++] = all[i];
+    *ids = all;
+    *nids = k;
+    return 0;
+}
+
 /* Merges `in` (same partition, consecutive by sequence, ascending) into one block. */
 static int compact_blocks(stele_tsdb *db, tsdb_block **in, size_t nin)
 {
     block_writer *w = NULL;
     block_cache cache = {0};
-    size_t *pos = calloc(nin, sizeof(*pos));
     sample_buf acc = {0}, tmp = {0}, out = {0};
     tsdb_block *merged = NULL;
     char name[64], path[TSDB_PATH_MAX + 64], err[512];
     int rc = 0;
-    if (!pos)
-        return -ENOMEM;
     uint32_t level = 0;
     for (size_t i = 0; i < nin; i++)
         if (in[i]->level + 1 > level)
@@ -1046,20 +1088,22 @@ static int compact_blocks(stele_tsdb *db, tsdb_block **in, size_t nin)
                              .partition = in[0]->partition,
                              .zstd_level = 5};
     rc = block_writer_begin(&bp, &w);
-    while (rc == 0) {
-        /* Next smallest id across inputs. */
-        uint64_t id = UINT64_MAX;
-        for (size_t i = 0; i < nin; i++)
-            if (pos[i] < in[i]->nentries && in[i]->entries[pos[i]].id < id)
-                id = in[i]->entries[pos[i]].id;
-        if (id == UINT64_MAX)
-            break;
+    /* The union of the inputs' series, in key order (see series_in_key_order). */
+    uint64_t *ids = NULL;
+    size_t nids = 0;
+    tsdb_series **order = NULL;
+    if (rc == 0)
+        rc = block_union_ids(in, nin, &ids, &nids);
+    if (rc == 0)
+        rc = series_in_key_order(db, ids, nids, &order);
+    for (size_t k = 0; rc == 0 && k < nids; k++) {
+        uint64_t id = order[k]->id;
         acc.n = 0;
         /* Older inputs first: each merge lets the newer run win. */
         for (size_t i = 0; i < nin && rc == 0; i++) {
-            if (pos[i] >= in[i]->nentries || in[i]->entries[pos[i]].id != id)
+            const block_entry *e = block_find(in[i], id);
+            if (!e)
                 continue;
-            const block_entry *e = &in[i]->entries[pos[i]++];
             rc = sample_buf_reserve(&tmp, e->npoints);
             if (rc == 0)
                 rc = block_read_series(in[i], e, &cache, tmp.ts, tmp.v);
@@ -1072,15 +1116,11 @@ static int compact_blocks(stele_tsdb *db, tsdb_block **in, size_t nin)
             acc = out;
             out = t;
         }
-        if (rc)
-            break;
-        tsdb_series *s = index_get(&db->ix, id);
-        if (!s) {
-            rc = -EBADMSG;
-            break;
-        }
-        rc = block_writer_add(w, id, s->key, s->key_len, acc.ts, acc.v, acc.n);
+        if (rc == 0)
+            rc = block_writer_add(w, id, order[k]->key, order[k]->key_len, acc.ts, acc.v, acc.n);
     }
+    free(ids);
+    free(order);
     if (rc == 0) {
         rc = block_writer_finish(w, name, sizeof(name));
         w = NULL;
@@ -1106,7 +1146,6 @@ static int compact_blocks(stele_tsdb *db, tsdb_block **in, size_t nin)
     block_unref(merged);
     block_writer_abort(w);
     block_cache_free(&cache);
-    free(pos);
     sample_buf_free(&acc);
     sample_buf_free(&tmp);
     sample_buf_free(&out);

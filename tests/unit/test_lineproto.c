@@ -352,6 +352,11 @@ static void test_whitespace(void **state)
     assert_str(l->tag_value[0], "v\tw");
     assert_str(l->fields[0].key, "f\tk");
     cap_free(c);
+    /* Before the first field key a tab is whitespace; after a ',' it is part of the key. */
+    l = parse_one("m \tf=1,\tg=2", &c);
+    assert_str(l->fields[0].key, "f");
+    assert_str(l->fields[1].key, "\tg");
+    cap_free(c);
 }
 
 static void test_comments_and_blank_lines(void **state)
