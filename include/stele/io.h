@@ -83,6 +83,8 @@ int stele_io_rename(stele_io *io, const char *from, const char *to);
 int stele_io_unlink(stele_io *io, const char *path);
 /* Creates a directory; 0 if it already exists. */
 int stele_io_mkdir(stele_io *io, const char *path);
+/* Creates a directory if missing and makes its entry durable (fsyncs the parent). */
+int stele_io_mkdir_durable(stele_io *io, const char *path);
 int stele_io_rmdir(stele_io *io, const char *path);
 /* Makes the creations, renames and removals of entries in directory `path` durable. */
 int stele_io_fsync_dir(stele_io *io, const char *path);

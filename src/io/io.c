@@ -298,3 +298,25 @@ fail:
     free(data);
     return rc;
 }
+
+int stele_io_mkdir_durable(stele_io *io, const char *path)
+{
+    char parent[4096];
+    int existed = stele_io_exists(io, path);
+    if (existed < 0)
+        return existed;
+    int rc = stele_io_mkdir(io, path);
+    if (rc || existed == 1)
+        return rc;
+    if (strlen(path) >= sizeof(parent))
+        return -ENAMETOOLONG;
+    snprintf(parent, sizeof(parent), "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        snprintf(parent, sizeof(parent), ".");
+    else if (slash == parent)
+        parent[1] = '\0';
+    else
+        *slash = '\0';
+    return stele_io_fsync_dir(io, parent);
+}

@@ -670,25 +670,6 @@ out:
 
 static void *background_main(void *arg);
 
-/* Creates a directory and makes its entry durable in the parent. */
-static int tsdb_mkdir_durable(stele_io *io, const char *path)
-{
-    char parent[TSDB_PATH_MAX];
-    int existed = stele_io_exists(io, path);
-    int rc = stele_io_mkdir(io, path);
-    if (rc || existed == 1)
-        return rc;
-    snprintf(parent, sizeof(parent), "%s", path);
-    char *slash = strrchr(parent, '/');
-    if (!slash)
-        snprintf(parent, sizeof(parent), ".");
-    else if (slash == parent)
-        parent[1] = '\0';
-    else
-        *slash = '\0';
-    return stele_io_fsync_dir(io, parent);
-}
-
 int stele_tsdb_open(const stele_tsdb_options *o, stele_tsdb **out, stele_tsdb_recovery *rec_out,
                     char *err, size_t errcap)
 {
@@ -733,11 +714,11 @@ int stele_tsdb_open(const stele_tsdb_options *o, stele_tsdb **out, stele_tsdb_re
         rc = -ENOMEM;
         goto fail;
     }
-    rc = tsdb_mkdir_durable(o->io, o->dir);
+    rc = stele_io_mkdir_durable(o->io, o->dir);
     if (rc == 0)
-        rc = tsdb_mkdir_durable(o->io, db->blocks_dir);
+        rc = stele_io_mkdir_durable(o->io, db->blocks_dir);
     if (rc == 0)
-        rc = tsdb_mkdir_durable(o->io, db->wal_dir);
+        rc = stele_io_mkdir_durable(o->io, db->wal_dir);
     if (rc) {
         snprintf(err, errcap, "%s: cannot create data directory: %s", o->dir, strerror(-rc));
         goto fail;

@@ -527,7 +527,7 @@ int stele_wal_open(const stele_wal_options *opts, stele_wal_replay_fn fn, void *
     pthread_cond_init(&w->synced_cond, NULL);
     pthread_cond_init(&w->space_cond, NULL);
 
-    rc = stele_io_mkdir(w->io, w->dir);
+    rc = stele_io_mkdir_durable(w->io, w->dir);
     if (rc) {
         snprintf(err, errcap, "%s: cannot create directory: %s", w->dir, strerror(-rc));
         goto fail;
