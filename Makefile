@@ -24,13 +24,13 @@ test: build check-format
 	$(MAKE) fuzz
 
 unit-asan: deps
-	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSTELE_SANITIZE=ON -DCMAKE_C_COMPILER=clang >/dev/null
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSTELE_SANITIZE=ON -DSTELE_BENCH=OFF -DCMAKE_C_COMPILER=clang >/dev/null
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --output-on-failure -j $(JOBS) -L unit
 
 fuzz: deps
-	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DSTELE_FUZZ=ON -DCMAKE_C_COMPILER=clang >/dev/null
+	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DSTELE_FUZZ=ON -DSTELE_BENCH=OFF -DCMAKE_C_COMPILER=clang >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
 	@for f in build-fuzz/fuzz_*; do \
 		[ -x "$$f" ] || continue; \

@@ -615,18 +615,24 @@ static int tsdb_load_blocks(stele_tsdb *db, stele_tsdb_recovery *rec, char *err,
     }
     /* A block whose sequence range nests inside another's of the same partition was an
      * input of a compaction whose output is durable. */
-    size_t kept = 0;
+    bool *leftover = calloc(nblocks + 1, sizeof(*leftover));
+    if (!leftover) {
+        rc = -ENOMEM;
+        goto out;
+    }
     for (size_t i = 0; i < nblocks; i++) {
-        bool leftover = false;
-        for (size_t j = 0; j < nblocks && !leftover; j++) {
+        for (size_t j = 0; j < nblocks && !leftover[i]; j++) {
             if (i == j || blocks[i]->partition != blocks[j]->partition)
                 continue;
             const tsdb_block *a = blocks[i], *b = blocks[j];
-            leftover = b->seq_lo <= a->seq_lo && a->seq_hi <= b->seq_hi &&
-                       (b->seq_lo != a->seq_lo || b->seq_hi != a->seq_hi);
+            leftover[i] = b->seq_lo <= a->seq_lo && a->seq_hi <= b->seq_hi &&
+                          (b->seq_lo != a->seq_lo || b->seq_hi != a->seq_hi);
         }
-        if (leftover) {
-            blocks[i]->retired = true;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < nblocks; i++) {
+        if (leftover[i]) {
+            blocks[i]->retired = true; /* the file goes with the last reference */
             block_unref(blocks[i]);
             rec->removed_leftover_blocks++;
             removed_any = true;
@@ -634,6 +640,7 @@ static int tsdb_load_blocks(stele_tsdb *db, stele_tsdb_recovery *rec, char *err,
             blocks[kept++] = blocks[i];
         }
     }
+    free(leftover);
     nblocks = kept;
     if (removed_any) {
         rc = stele_io_fsync_dir(db->opts.io, db->blocks_dir);

@@ -374,6 +374,18 @@ export_points() {
     if [ -z "$EXPORT" ]; then EXPORT_N=0; else EXPORT_N=$(printf '%s\n' "$EXPORT" | wc -l | tr -d ' '); fi
 }
 
+# expect_export WHAT TOKEN SELECTOR EXPECTED [extra query args...] — the export of
+# SELECTOR is exactly the canonical lines EXPECTED (any order; "" for none).
+expect_export() {
+    local what=$1 token=$2 sel=$3 expected=$4
+    shift 4
+    export_points "$token" "$sel" "$@"
+    local want=$E2E_WORK/export.want got=$E2E_WORK/export.got
+    if [ -n "$expected" ]; then printf '%s\n' "$expected" | LC_ALL=C sort >"$want"; else : >"$want"; fi
+    if [ -n "$EXPORT" ]; then printf '%s\n' "$EXPORT" | LC_ALL=C sort >"$got"; else : >"$got"; fi
+    expect_file_eq "$what" "$want" "$got"
+}
+
 # metric_value NAME_WITH_LABELS — sets METRIC to the value of that sample in GET
 # /metrics (admin token), or "absent"; e.g.
 # metric_value 'stele_ingest_rejected_timestamps_total{reason="future"}'.

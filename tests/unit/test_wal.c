@@ -256,6 +256,61 @@ static void test_rejects_bad_appends(void **state)
     stele_io_destroy(io);
 }
 
+/* Reads the hex between the vector markers of docs/format/wal.md. */
+static size_t read_doc_vector(uint8_t *out, size_t cap)
+{
+    const char *src = getenv("STELE_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/docs/format/wal.md", src ? src : ".");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        fail_msg("cannot open %s (set STELE_SOURCE_DIR to the repository)", path);
+    char line[256];
+    size_t n = 0;
+    int inside = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (strstr(line, "wal-vector-begin"))
+            inside = 1;
+        else if (strstr(line, "wal-vector-end"))
+            break;
+        else if (inside && line[0] != '`')
+            for (char *p = line; *p;) {
+                unsigned v;
+                int used;
+                if (sscanf(p, "%2x%n", &v, &used) == 1 && n < cap) {
+                    out[n++] = (uint8_t)v;
+                    p += used;
+                } else {
+                    p++;
+                }
+            }
+    }
+    fclose(f);
+    return n;
+}
+
+static void test_format_matches_documented_vector(void **state)
+{
+    (void)state;
+    uint8_t expect[256], *got = NULL;
+    size_t expect_len = read_doc_vector(expect, sizeof(expect)), got_len = 0;
+    assert_true(expect_len > 32);
+    stele_io *io;
+    replay_state st;
+    assert_int_equal(stele_io_fault_create(9, &io), 0);
+    stele_wal *w = open_wal(io, &st, NULL);
+    uint64_t lsn;
+    assert_int_equal(stele_wal_append(w, 1, "hello", 5, NULL, 0, &lsn), 0);
+    assert_int_equal(stele_wal_wait(w, lsn), 0);
+    stele_wal_close(w);
+    assert_int_equal(
+        stele_io_read_file(io, "wal/00000000000000000001.seg", 1 << 20, &got, &got_len), 0);
+    assert_int_equal(got_len, expect_len);
+    assert_memory_equal(got, expect, expect_len);
+    free(got);
+    stele_io_destroy(io);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_damage_before_tail_refuses_open),
         cmocka_unit_test(test_group_commit_shares_fsyncs),
         cmocka_unit_test(test_rejects_bad_appends),
+        cmocka_unit_test(test_format_matches_documented_vector),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
