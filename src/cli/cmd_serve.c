@@ -255,7 +255,58 @@ static void settings_to_server_config(const serve_settings *s, stele_server_conf
         sc->max_body_bytes = s->max_body_bytes;
 }
 
+/* Splits "--name=value" arguments into "--name" "value" (SPEC writes --ack=durable).
+ * Returns a malloc'd argv (the strings point into the original or into *storage). */
+static char **split_equals_args(int argc, char **argv, int *argc_out, char **storage)
+{
+    size_t total = 0;
+    for (int i = 0; i < argc; i++)
+        total += strlen(argv[i]) + 1;
+    char **out = calloc((size_t)argc * 2 + 1, sizeof(*out));
+    char *buf = malloc(total + 1);
+    if (!out || !buf) {
+        free(out);
+        free(buf);
+        return NULL;
+    }
+    int n = 0;
+    char *p = buf;
+    for (int i = 0; i < argc; i++) {
+        const char *eq = strchr(argv[i], '=');
+        if (i > 0 && !strncmp(argv[i], "--", 2) && eq) {
+            size_t nl = (size_t)(eq - argv[i]);
+            memcpy(p, argv[i], nl);
+            p[nl] = '\0';
+            out[n++] = p;
+            p += nl + 1;
+            out[n++] = (char *)eq + 1;
+        } else {
+            out[n++] = argv[i];
+        }
+    }
+    *argc_out = n;
+    *storage = buf;
+    return out;
+}
+
+static int cmd_serve_args(int argc, char **argv);
+
 int cmd_serve(int argc, char **argv)
+{
+    char *storage = NULL;
+    int n = 0;
+    char **args = split_equals_args(argc, argv, &n, &storage);
+    if (!args) {
+        cli_error("serve", "out of memory");
+        return CLI_EXIT_FAILURE;
+    }
+    int rc = cmd_serve_args(n, args);
+    free(args);
+    free(storage);
+    return rc;
+}
+
+static int cmd_serve_args(int argc, char **argv)
 {
     serve_settings s = {0};
     stele_tsdb_options o;
