@@ -18,10 +18,11 @@ build: deps
 run: build
 	./build/stele serve --data $(DATA)
 
+# Fuzzing and the sanitizer run first, so the last lines are the main suite's summary.
 test: build check-format
-	cd build && ctest --output-on-failure -j $(JOBS)
-	$(MAKE) unit-asan
 	$(MAKE) fuzz
+	$(MAKE) unit-asan
+	cd build && ctest --output-on-failure -j $(JOBS)
 
 unit-asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSTELE_SANITIZE=ON -DSTELE_BENCH=OFF -DCMAKE_C_COMPILER=clang >/dev/null
@@ -31,7 +32,7 @@ unit-asan: deps
 
 fuzz: deps
 	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DSTELE_FUZZ=ON -DSTELE_BENCH=OFF -DCMAKE_C_COMPILER=clang >/dev/null
-	cmake --build build-fuzz -j $(JOBS)
+	cmake --build build-fuzz -j $(JOBS) --target fuzzers
 	@for f in build-fuzz/fuzz_*; do \
 		[ -x "$$f" ] || continue; \
 		name=$$(basename $$f); corpus=tests/fuzz/corpus/$${name#fuzz_}; \
