@@ -17,6 +17,7 @@
  *                      [--clients C] [--batch-points N] [--max-seconds S]
  *   ingest_load verify --url URL --token-file F --log FILE --t0-ms T
  *                      [--cycle R (default: every cycle in the log)]
+ *                      [--match cycle | name-and-cycle]
  *
  * gen: --points is the total of points (fields); each truck tick is 10 points on two
  * lines, so the file holds ceil(points / (trucks * 10)) ticks. The first tick is at
@@ -38,6 +39,10 @@
  * present (else LOST), no point of a batch never sent (PHANTOM), batches in flight at
  * the kill all-or-nothing (else PARTIAL: a batch is atomic), no id twice, every
  * timestamp matching its value. It prints one JSON line; exit 0 only if all hold.
+ * Each cycle is exported with the one-matcher selector {cycle="R"} (only kt points
+ * carry that label), which reads one posting list; --match name-and-cycle selects
+ * {__name__="kt_v",cycle="R"} instead, which makes the index intersect two lists — a
+ * separate check of the query path, so that a query bug is not mistaken for data loss.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -102,6 +107,7 @@ typedef struct options {
     int64_t t0_ms;
     bool t0_set;
     double max_seconds;
+    bool match_name; /* verify: select {__name__="kt_v",cycle="R"}, not {cycle="R"} */
 } options;
 
 static double now_s(void)
@@ -130,7 +136,8 @@ static void usage(FILE *out)
             "       ingest_load stream --url URL --token-file F --log FILE --cycle R --t0-ms T\n"
             "                          [--clients C] [--batch-points N] [--max-seconds S]\n"
             "       ingest_load verify --url URL --token-file F --log FILE --t0-ms T "
-            "[--cycle R]\n");
+            "[--cycle R]\n"
+            "                          [--match cycle | name-and-cycle]\n");
 }
 
 static int parse_u64(const char *text, uint64_t *out)
@@ -250,6 +257,11 @@ static int parse_args(int argc, char **argv, options *opt)
         } else if (!strcmp(a, "--t0-ms")) {
             rc = parse_i64(v, &opt->t0_ms);
             opt->t0_set = true;
+        } else if (!strcmp(a, "--match")) {
+            if (!strcmp(v, "name-and-cycle"))
+                opt->match_name = true;
+            else if (strcmp(v, "cycle") != 0)
+                rc = -EINVAL;
         } else if (!strcmp(a, "--max-seconds")) {
             char *end;
             opt->max_seconds = strtod(v, &end);
@@ -932,10 +944,14 @@ static int cmd_verify(const options *opt)
     for (long c = first; c <= last; c++) {
         char path[256];
         int status = 0;
-        snprintf(path, sizeof path,
-                 "/api/v1/export?match%%5B%%5D=%%7B__name__%%3D%%22kt_v%%22%%2Ccycle%%3D%%22%ld"
-                 "%%22%%7D",
-                 c);
+        if (opt->match_name)
+            snprintf(path, sizeof path,
+                     "/api/v1/export?match%%5B%%5D=%%7B__name__%%3D%%22kt_v%%22%%2Ccycle%%3D%%22%ld"
+                     "%%22%%7D",
+                     c);
+        else
+            snprintf(path, sizeof path, "/api/v1/export?match%%5B%%5D=%%7Bcycle%%3D%%22%ld%%22%%7D",
+                     c);
         if (export_walk(opt, path, verify_series, &x, &status) != 0 || status != 200)
             goto fail;
     }

@@ -32,6 +32,8 @@ typedef struct stele_server stele_server;
 /* Starts listening. db and tokens are borrowed and must outlive the server. */
 int stele_server_start(const stele_server_config *cfg, stele_tsdb *db, stele_tokens *tokens,
                        stele_server **out, char *err, size_t errcap);
+/* 0 if addr is a listen address the server accepts ("HOST:PORT", "[V6]:PORT"). */
+int stele_server_check_addr(const char *addr);
 /* The port actually bound (useful with port 0). */
 uint16_t stele_server_port(const stele_server *s);
 /* Applies the reloadable settings of cfg (body limit, metrics_open). */

@@ -28,8 +28,9 @@ typedef struct {
 /* Fills *opts from the environment and the default token file; then the subcommand
  * overrides from its own --url/--token flags. */
 void cli_client_options_init(cli_client_options *opts);
-/* Connects a client for opts (prints the error itself). 0 or CLI_EXIT_FAILURE. */
-int cli_client_connect(const cli_client_options *opts, stele_http_client **out);
+/* Sets up a client for opts, printing any error itself as "stele: <what>: …".
+ * CLI_EXIT_OK, CLI_EXIT_USAGE (malformed URL) or CLI_EXIT_FAILURE. */
+int cli_client_connect(const char *what, const cli_client_options *opts, stele_http_client **out);
 /* Builds the "Authorization: Token …" header line into buf. */
 void cli_auth_header(const cli_client_options *opts, char *buf, size_t cap);
 /* Prints the error message of a JSON error body ({"message":…} or Prometheus'

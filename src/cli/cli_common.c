@@ -91,14 +91,16 @@ void cli_client_options_init(cli_client_options *opts)
     token_from_file(CLI_DEFAULT_TOKEN_FILE, opts->token, sizeof(opts->token));
 }
 
-int cli_client_connect(const cli_client_options *opts, stele_http_client **out)
+int cli_client_connect(const char *what, const cli_client_options *opts, stele_http_client **out)
 {
     int rc = stele_http_client_create(opts->url, out);
     if (rc < 0) {
-        if (rc == -EINVAL)
-            cli_error("url", "malformed server URL \"%s\" (expected http://HOST:PORT)", opts->url);
-        else
-            cli_error("url", "cannot set up a client for %s: %s", opts->url, strerror(-rc));
+        if (rc == -EINVAL) {
+            cli_error(what, "--url: malformed server URL \"%s\" (expected http://HOST:PORT)",
+                      opts->url);
+            return CLI_EXIT_USAGE;
+        }
+        cli_error(what, "cannot set up a client for %s: %s", opts->url, strerror(-rc));
         return CLI_EXIT_FAILURE;
     }
     return CLI_EXIT_OK;

@@ -324,6 +324,13 @@ static int cmd_serve_args(int argc, char **argv)
         serve_usage(stdout);
         return CLI_EXIT_OK;
     }
+    if (stele_server_check_addr(s.http) != 0) {
+        cli_error("serve",
+                  "--http %s: expected HOST:PORT with an IP address or localhost "
+                  "(e.g. 127.0.0.1:7400)",
+                  s.http);
+        return CLI_EXIT_USAGE;
+    }
 
     int exit_code = CLI_EXIT_FAILURE, lock_fd = -1, rc;
     stele_io *io = NULL;

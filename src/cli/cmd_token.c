@@ -393,7 +393,9 @@ int cmd_token(int argc, char **argv)
         return CLI_EXIT_OK; /* --help */
     if (rc != CLI_EXIT_OK)
         return rc;
-    rc = cli_client_connect(&options.client, &client);
+    char what[32];
+    snprintf(what, sizeof(what), "token %s", options.action);
+    rc = cli_client_connect(what, &options.client, &client);
     if (rc != CLI_EXIT_OK)
         return rc;
     if (strcmp(options.action, "create") == 0)

@@ -14,6 +14,7 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,6 +248,7 @@ typedef struct {
     char auth_header[sizeof("Authorization: Token ") + sizeof(((cli_client_options *)0)->token)];
     size_t bytes_written;
     size_t requests_sent;
+    size_t lines_written; /* newlines in what was sent before, to number input lines */
 } write_session;
 
 static void sleep_seconds(unsigned seconds)
@@ -274,6 +276,44 @@ static unsigned retry_wait_seconds(const stele_http_response *resp, int attempt)
 
 /* Sends one request body, retrying on 429/503. CLI_EXIT_OK or CLI_EXIT_FAILURE, the
  * error printed. */
+/* One error line. A bad line is numbered within the input, not within the request
+ * (the input may have been split into several), and earlier requests that were stored
+ * are mentioned, since each request is atomic only on its own. */
+static void report_write_error(const write_session *w, const stele_http_response *resp)
+{
+    json_t *root = json_loadb((const char *)resp->body, resp->body_len, 0, NULL);
+    json_t *line = json_is_object(root) ? json_object_get(root, "line") : NULL;
+    json_t *msg = json_is_object(root) ? json_object_get(root, "message") : NULL;
+    if (!json_is_integer(line) || !json_is_string(msg)) {
+        json_decref(root);
+        if (w->requests_sent == 0) {
+            cli_report_http_error("write", resp);
+            return;
+        }
+        cli_error("write",
+                  "HTTP %d after %zu stored requests (%zu bytes); nothing of the failed "
+                  "request was stored",
+                  resp->status, w->requests_sent, w->bytes_written);
+        return;
+    }
+    const char *text = json_string_value(msg);
+    /* The server says "line N: …"; renumber it for the whole input. */
+    if (!strncmp(text, "line ", 5)) {
+        const char *colon = strstr(text, ": ");
+        if (colon)
+            text = colon + 2;
+    }
+    long long input_line = json_integer_value(line) + (long long)w->lines_written;
+    if (w->requests_sent)
+        cli_error("write",
+                  "HTTP %d: input line %lld: %.400s (the %zu requests before it, %zu "
+                  "bytes, were stored)",
+                  resp->status, input_line, text, w->requests_sent, w->bytes_written);
+    else
+        cli_error("write", "HTTP %d: input line %lld: %.400s", resp->status, input_line, text);
+    json_decref(root);
+}
+
 static int send_request(write_session *w, const char *data, size_t len)
 {
     const char *headers[3] = {"Content-Type: text/plain; charset=utf-8", NULL, NULL};
@@ -291,6 +331,8 @@ static int send_request(write_session *w, const char *data, size_t len)
             stele_http_response_free(&resp);
             w->bytes_written += len;
             w->requests_sent++;
+            for (size_t i = 0; i < len; i++)
+                w->lines_written += data[i] == '\n';
             return CLI_EXIT_OK;
         }
         if ((resp.status == 429 || resp.status == 503) && attempt < WRITE_MAX_RETRIES) {
@@ -302,7 +344,7 @@ static int send_request(write_session *w, const char *data, size_t len)
             sleep_seconds(wait);
             continue;
         }
-        cli_report_http_error("write", &resp);
+        report_write_error(w, &resp);
         stele_http_response_free(&resp);
         return CLI_EXIT_FAILURE;
     }
@@ -369,14 +411,8 @@ static int stream_input(write_session *w, FILE *input, const char *input_name)
             goto fail;
         }
         rc = only_blanks(buf, send_len) ? CLI_EXIT_OK : send_request(w, buf, send_len);
-        if (rc != CLI_EXIT_OK) {
-            if (w->requests_sent > 0)
-                cli_error("write",
-                          "the first %zu bytes of %s (%zu requests) were written; the failed "
-                          "request began at byte %zu",
-                          w->bytes_written, input_name, w->requests_sent, input_offset);
+        if (rc != CLI_EXIT_OK)
             goto fail;
-        }
         memmove(buf, buf + send_len, buf_len - send_len);
         buf_len -= send_len;
         scanned -= send_len;
@@ -417,7 +453,7 @@ int cmd_write(int argc, char **argv)
         input = stdin;
     }
 
-    rc = cli_client_connect(&options.client, &session.client);
+    rc = cli_client_connect("write", &options.client, &session.client);
     if (rc != CLI_EXIT_OK)
         goto fail;
     if (options.tenant)

@@ -8,6 +8,7 @@
 #include "stele/ingest.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,11 +23,16 @@ typedef struct {
 } ingest_ctx;
 
 static int fail(ingest_ctx *c, const stele_lp_line *line, stele_ingest_error_kind kind,
-                const char *fmt, const char *arg)
+                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(ingest_ctx *c, const stele_lp_line *line, stele_ingest_error_kind kind,
+                const char *fmt, ...)
 {
+    va_list ap;
     c->result->kind = kind;
     c->result->line = line->line_no;
-    snprintf(c->result->message, sizeof(c->result->message), fmt, arg);
+    va_start(ap, fmt);
+    vsnprintf(c->result->message, sizeof(c->result->message), fmt, ap);
+    va_end(ap);
     return -EINVAL;
 }
 
@@ -45,25 +51,24 @@ static int ingest_line(void *ctx, const stele_lp_line *line)
     const uint32_t name_label_len = sizeof(name_label) - 1;
     c->result->lines++;
     if (line->ntags + 1 > STELE_MAX_LABELS)
-        return fail(c, line, STELE_INGEST_SYNTAX, "too many tags (at most %s per line)", "63");
+        return fail(c, line, STELE_INGEST_SYNTAX, "too many tags (at most %d per line)",
+                    STELE_MAX_LABELS - 1);
 
     int64_t ts = p->now_ns;
     if (line->has_timestamp) {
         if (__builtin_mul_overflow(line->timestamp, p->precision_ns, &ts))
             return fail(c, line, STELE_INGEST_SYNTAX,
-                        "timestamp out of range for precision%s; check the precision parameter",
-                        "");
+                        "timestamp out of range for the precision; check the precision "
+                        "parameter");
     }
     if (ts < p->min_ts)
         return fail(c, line, STELE_INGEST_TOO_OLD,
-                    "timestamp is older than the retention period%s; such points cannot be "
-                    "stored",
-                    "");
+                    "timestamp is older than the retention period; such points cannot be "
+                    "stored");
     if (ts > p->max_ts)
         return fail(c, line, STELE_INGEST_FUTURE,
-                    "timestamp is too far in the future%s; check the device clock (NTP) and "
-                    "the precision parameter",
-                    "");
+                    "timestamp is too far in the future; check the device clock (NTP) and "
+                    "the precision parameter");
 
     /* Labels: tags with "__name__" inserted at its sorted place. */
     size_t n = 0, name_pos = 0;
@@ -73,7 +78,7 @@ static int ingest_line(void *ctx, const stele_lp_line *line)
         int cmp = label_name_cmp(t->key.ptr, t->key.len, name_label, name_label_len);
         if (cmp == 0)
             return fail(c, line, STELE_INGEST_SYNTAX,
-                        "tag key \"__name__\" is reserved%s; rename the tag", "");
+                        "tag key \"__name__\" is reserved; rename the tag");
         if (!placed && cmp > 0) {
             name_pos = n++;
             placed = true;
@@ -88,7 +93,8 @@ static int ingest_line(void *ctx, const stele_lp_line *line)
 
     size_t mlen = line->measurement.len;
     if (mlen > STELE_MAX_LABEL_NAME)
-        return fail(c, line, STELE_INGEST_SYNTAX, "measurement name too long%s", "");
+        return fail(c, line, STELE_INGEST_SYNTAX, "measurement name too long (at most %d bytes)",
+                    STELE_MAX_LABEL_NAME);
     memcpy(c->name, line->measurement.ptr, mlen);
     c->name[mlen] = '_';
     for (uint32_t f = 0; f < line->nfields; f++) {
@@ -101,17 +107,17 @@ static int ingest_line(void *ctx, const stele_lp_line *line)
         case STELE_LP_INT:
             if (fd->v.i > MAX_EXACT_INTEGER || fd->v.i < -MAX_EXACT_INTEGER)
                 return fail(c, line, STELE_INGEST_SYNTAX,
-                            "integer field \"%s\" is not exactly representable as float64 "
+                            "integer field \"%.*s\" is not exactly representable as float64 "
                             "(|v| must be at most 2^53)",
-                            "");
+                            (int)fd->key.len, fd->key.ptr);
             v = (double)fd->v.i;
             break;
         case STELE_LP_UINT:
             if (fd->v.u > (uint64_t)MAX_EXACT_INTEGER)
                 return fail(c, line, STELE_INGEST_SYNTAX,
-                            "unsigned field is not exactly representable as float64%s "
+                            "unsigned field \"%.*s\" is not exactly representable as float64 "
                             "(must be at most 2^53)",
-                            "");
+                            (int)fd->key.len, fd->key.ptr);
             v = (double)fd->v.u;
             break;
         case STELE_LP_BOOL:
@@ -123,7 +129,8 @@ static int ingest_line(void *ctx, const stele_lp_line *line)
         }
         if (mlen + 1 + fd->key.len > STELE_MAX_LABEL_NAME)
             return fail(c, line, STELE_INGEST_SYNTAX,
-                        "metric name (measurement_field) longer than 256 bytes%s", "");
+                        "metric name \"%.*s_%.*s\" longer than %d bytes", (int)mlen,
+                        line->measurement.ptr, (int)fd->key.len, fd->key.ptr, STELE_MAX_LABEL_NAME);
         memcpy(c->name + mlen + 1, fd->key.ptr, fd->key.len);
         c->labels[name_pos] = (stele_label){.name = name_label,
                                             .name_len = name_label_len,
@@ -132,7 +139,7 @@ static int ingest_line(void *ctx, const stele_lp_line *line)
         int rc = stele_batch_add(c->batch, p->tenant, c->labels, n, ts, v);
         if (rc == -EINVAL)
             return fail(c, line, STELE_INGEST_SYNTAX,
-                        "invalid series%s (empty or over-long label name or value)", "");
+                        "invalid series (empty or over-long label name or value)");
         if (rc)
             return rc;
         c->result->points++;

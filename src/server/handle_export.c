@@ -80,9 +80,13 @@ static int format_double(double v, char *buf, size_t cap)
         return snprintf(buf, cap, "\"NaN\"");
     if (isinf(v))
         return snprintf(buf, cap, v > 0 ? "\"+Inf\"" : "\"-Inf\"");
-    if (v == (double)(int64_t)v && fabs(v) < 1e15)
+    if (v == 0)
+        return snprintf(buf, cap, signbit(v) ? "-0" : "0");
+    if (fabs(v) < 1e15 && v == (double)(int64_t)v)
         return snprintf(buf, cap, "%lld", (long long)v);
-    for (int prec = 15; prec <= 17; prec++) {
+    /* %.15g is shortest whenever it reads back (trailing zeros are dropped); only
+     * subnormals can need fewer digits than that and still read back. */
+    for (int prec = fpclassify(v) == FP_SUBNORMAL ? 1 : 15; prec <= 17; prec++) {
         int n = snprintf(buf, cap, "%.*g", prec, v);
         if (prec == 17 || strtod(buf, NULL) == v)
             return n;

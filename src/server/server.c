@@ -350,6 +350,10 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
+    /* Bind failures are reported by stele_server_start with the real address; MHD's own
+     * message would name port 0 (we pass a socket address, not a port). */
+    if (!strncmp(msg, "Failed to bind", 14))
+        return;
     fprintf(stderr, "stele: http: %s\n", msg);
 }
 
@@ -391,6 +395,13 @@ static int parse_listen_addr(const char *text, struct sockaddr_storage *ss, sock
     a4->sin_port = htons((uint16_t)port);
     *len = sizeof(*a4);
     return 0;
+}
+
+int stele_server_check_addr(const char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    return parse_listen_addr(addr, &ss, &len);
 }
 
 int stele_server_start(const stele_server_config *cfg, stele_tsdb *db, stele_tokens *tokens,

@@ -238,6 +238,24 @@ types_bFALSE$P 0
 types_imax$P 9007199254740992
 types_imin$P -9007199254740992
 types_umax$P 9007199254740992"
+# Escaped separators make distinct series, never collide; a repeated field: last wins.
+write_lp "$T" "precision=s" 'sep,a=x,b=y v=1 '"$TS"'
+sep,a=x\=y v=2 '"$TS"'
+sep,a\=x=y v=3 '"$TS"'
+sep,a=x\ y v=4 '"$TS"'
+sep,a=x\,b v=5 '"$TS"'
+sep,a=x v=6,v=7 '"$TS"
+expect_status "tags with escaped separators" 204
+expect_export "escaped separators: six distinct series" "$T" sep_v "\
+sep_v{a=\"x\",b=\"y\"} $((TS * 1000)) 1
+sep_v{a=\"x=y\"} $((TS * 1000)) 2
+sep_v{a=x=\"y\"} $((TS * 1000)) 3
+sep_v{a=\"x y\"} $((TS * 1000)) 4
+sep_v{a=\"x,b\"} $((TS * 1000)) 5
+sep_v{a=\"x\"} $((TS * 1000)) 7"
+write_lp "$T" "precision=s" "reserved,__name__=x v=1 $TS"
+expect_error "a tag named __name__ is refused" 400
+
 write_lp "$T" "precision=s" "onlystr,k=v s=\"text\" $TS"
 expect_status "a line with only a string field" 204
 expect_eq "X-Stele-Skipped-Fields for a string-only line" 1 "$(header X-Stele-Skipped-Fields)"
@@ -296,6 +314,27 @@ ooo_v{} $(((OOO + 5) * 1000)) 5
 ooo_v{} $(((OOO + 7) * 1000)) 7
 ooo_v{} $(((OOO + 10) * 1000)) 10"
 
+# export's start/end (unix seconds or RFC 3339, both ends inclusive) and matchers.
+expect_export "export start/end in unix seconds, inclusive" "$T" ooo_v "\
+ooo_v{} $((OOO * 1000)) 0
+ooo_v{} $(((OOO + 3) * 1000)) 3
+ooo_v{} $(((OOO + 5) * 1000)) 5" "start=$OOO" "end=$((OOO + 5))"
+expect_export "export start/end in RFC 3339" "$T" ooo_v "\
+ooo_v{} $(((OOO + 7) * 1000)) 7
+ooo_v{} $(((OOO + 10) * 1000)) 10" "start=$(date -u -d "@$((OOO + 6))" +%Y-%m-%dT%H:%M:%SZ)" "end=$(date -u -d "@$((OOO + 60))" +%Y-%m-%dT%H:%M:%SZ)"
+expect_export "export matcher != " "$T" '{__name__="prec2_v",p!="ns",p!="us",p!="default"}' "\
+prec2_v{p=\"ms\"} $((BASE_MS + 13)) 13
+prec2_v{p=\"s\"} $(((BASE_S + 14) * 1000)) 14"
+expect_export "export matcher =~ (anchored)" "$T" 'prec2_v{p=~"n|m"}' ""
+expect_export "export matcher !~" "$T" 'prec2_v{p!~"n.|u.|default"}' "\
+prec2_v{p=\"ms\"} $((BASE_MS + 13)) 13
+prec2_v{p=\"s\"} $(((BASE_S + 14) * 1000)) 14"
+expect_export "two overlapping match[] selectors export each series once" "$T" 'prec2_v{p="ms"}' "\
+prec2_v{p=\"ms\"} $((BASE_MS + 13)) 13
+prec2_v{p=\"s\"} $(((BASE_S + 14) * 1000)) 14" 'match[]={__name__="prec2_v",p=~"ms|s"}'
+http GET /api/v1/export -G --data-urlencode 'match[]=ooo_v{' -H "Authorization: Token $T"
+expect_error "export with a malformed selector" 400
+
 # ---------------------------------------------------------------- atomic refusal
 write_lp "$T" "precision=s" "atom1 v=1 $TS
 lww,k=a v=99 $TS
@@ -344,6 +383,10 @@ expect_error "a gzip body over the limit after decompression gets 413 ($(stat -c
 head -c $((MAX_BODY - 200)) "$E2E_WORK/big.lp" | sed '$d' >"$E2E_WORK/small.lp"
 http POST "/write?precision=s" -H "Authorization: Token $T" --data-binary "@$E2E_WORK/small.lp"
 expect_status "a body just under the limit is accepted" 204
+http POST "/write?precision=s" -H "Authorization: Token $T" -H "Transfer-Encoding: chunked" --data-binary "@$E2E_WORK/big.lp"
+expect_error "a chunked body (no Content-Length) over the limit gets 413" 413
+http POST "/write?precision=s" -H "Authorization: Token $T" -H "Transfer-Encoding: chunked" --data-binary "@$E2E_WORK/small.lp"
+expect_status "a chunked body under the limit is accepted" 204
 n_small=$(wc -l <"$E2E_WORK/small.lp" | tr -d ' ')
 export_points "$T" limit_v
 expect_eq "exactly the lines of the accepted body are stored" "$n_small" "$EXPORT_N"
@@ -370,6 +413,10 @@ write_lp "$TA" "precision=s" "iso v=1 $TS"
 expect_status "tenant ta writes" 204
 write_lp "$TB" "db=tb&precision=s" "iso v=2 $TS"
 expect_status "tenant tb writes (db=tb)" 204
+write_lp "$TA" "precision=s" "isolabel,tenant=tb v=1 $TS"
+expect_status "ta writes a point with a tag named tenant=tb" 204
+expect_export "a tenant=tb tag does not put the point into tenant tb" "$TB" isolabel_v ""
+expect_export "it stays in ta as an ordinary label" "$TA" isolabel_v "isolabel_v{tenant=\"tb\"} $((TS * 1000)) 1"
 expect_export "ta reads only its own point" "$TA" iso_v "iso_v{} $((TS * 1000)) 1"
 expect_export "tb reads only its own point" "$TB" iso_v "iso_v{} $((TS * 1000)) 2"
 expect_export "the admin's own tenant (default) holds neither" "$T" iso_v ""
@@ -406,6 +453,27 @@ http GET /api/v1/tokens -H "Authorization: Token $TA"
 expect_error "a non-admin token cannot list tokens" 403
 http POST /api/v1/tokens -H "Authorization: Token $TA" --data-binary '{"tenant":"ta","scopes":"read"}'
 expect_error "a non-admin token cannot create tokens" 403
+
+# Revocation through the API: DELETE /api/v1/tokens/ID (admin), effective at once.
+new_token ta read,write
+TA_GONE=$NEW_TOKEN
+TA_GONE_ID=$(printf '%s' "$TA_GONE" | cut -d_ -f2)
+write_lp "$TA_GONE" "precision=s" "gone v=1 $TS"
+expect_status "a token works before it is revoked" 204
+http DELETE "/api/v1/tokens/$TA_GONE_ID" -H "Authorization: Token $TA"
+expect_error "a non-admin token cannot revoke tokens" 403
+http DELETE "/api/v1/tokens/$TA_GONE_ID" -H "Authorization: Token $T"
+expect_status "DELETE /api/v1/tokens/ID by the admin" 204
+write_lp "$TA_GONE" "precision=s" "gone v=2 $((TS + 1))"
+expect_error "the revoked token gets 401 at once" 401
+http GET /api/v1/tokens -H "Authorization: Token $T"
+revoked=$(printf '%s' "$HTTP_BODY" | python3 -c 'import json, sys
+print([t["revoked"] for t in json.load(sys.stdin)["tokens"] if t["id"] == sys.argv[1]])' "$TA_GONE_ID")
+expect_eq "GET /api/v1/tokens lists it as revoked" "[True]" "$revoked"
+expect_no_match "GET /api/v1/tokens shows no secret" "${TA##*_}" "$HTTP_BODY"
+http DELETE /api/v1/tokens/0123456789abcdef -H "Authorization: Token $T"
+expect_error "DELETE of an unknown token id" 404
+expect_export "only the write before the revocation is stored" "$TA" gone_v "gone_v{} $((TS * 1000)) 1"
 
 BAD="stl_0123456789abcdef_$(printf '0%.0s' $(seq 64))"
 WRONG_SECRET="${TA%_*}_$(printf 'f%.0s' $(seq 64))"
@@ -466,7 +534,26 @@ expect_status "a late point older than every block" 204
 expect_export "a rewrite after flush wins over the block" "$T" 'lww_v{k="a"}' "lww_v{k=\"a\"} $((TS * 1000)) 6"
 export_points "$T" ooo_v
 expect_eq "the late point after flush joins the series" "ooo_v{} $(((NOW - 21 * 86400) * 1000)) -4" "$(printf '%s\n' "$EXPORT" | head -n 1)"
+for v in 1 2 3; do
+    write_lp "$T" "precision=s" "lww,k=c v=$v $TS"
+    expect_status "lww k=c: rewrite $v before the restart" 204
+done
 dump_all "$E2E_WORK/dump.before"
+# A second flush makes a second block that overlaps the first (lww k=a, ooo_v); reading
+# and compacting them must keep the later write.
+http POST /api/v1/admin/flush -H "Authorization: Token $T"
+expect_status "second admin flush" 200
+dump_all "$E2E_WORK/dump.flushed"
+expect_file_eq "export after the second flush equals export before" "$E2E_WORK/dump.before" "$E2E_WORK/dump.flushed"
+for v in 4 5; do
+    write_lp "$T" "precision=s" "lww,k=c v=$v $TS"
+    expect_status "lww k=c: rewrite $v after the second flush" 204
+done
+dump_all "$E2E_WORK/dump.before"
+expect_export "lww after two flushes" "$T" lww_v "\
+lww_v{k=\"a\"} $((TS * 1000)) 6
+lww_v{k=\"b\"} $((TS * 1000)) 3
+lww_v{k=\"c\"} $((TS * 1000)) 5"
 
 server_stop
 expect_eq "SIGTERM: the server exits 0" 0 "$SERVER_EXIT"
@@ -490,6 +577,41 @@ expect_eq "second SIGTERM: the server exits 0" 0 "$SERVER_EXIT"
 server_start -- --max-body-bytes "$MAX_BODY"
 export_points "$TA" iso_v
 expect_eq "a point written after the first restart survives the second" 3 "$EXPORT_N"
+dump_all "$E2E_WORK/dump.restarted"
+expect_export "lww after two flushes and two restarts" "$T" lww_v "\
+lww_v{k=\"a\"} $((TS * 1000)) 6
+lww_v{k=\"b\"} $((TS * 1000)) 3
+lww_v{k=\"c\"} $((TS * 1000)) 5"
+
+# --ack buffered: acknowledged before the fsync, and the reply says so (SPEC §4); the
+# default (durable) reply does not.
+write_lp "$T" "precision=s" "ackmode,mode=durable v=1 $TS"
+expect_status "durable write" 204
+expect_eq "a durable reply has no X-Stele-Durability header" "" "$(header X-Stele-Durability)"
+server_stop
+expect_eq "SIGTERM: exit 0" 0 "$SERVER_EXIT"
+server_start -- --max-body-bytes "$MAX_BODY" --ack buffered
+write_lp "$T" "precision=s" "ackmode,mode=buffered v=2 $TS"
+expect_status "v1 write with --ack buffered" 204
+expect_eq "v1 buffered reply: X-Stele-Durability" buffered "$(header X-Stele-Durability)"
+write_v2 "$T" "precision=s" "ackmode,mode=buffered v=3 $((TS + 1))"
+expect_status "v2 write with --ack buffered" 204
+expect_eq "v2 buffered reply: X-Stele-Durability" buffered "$(header X-Stele-Durability)"
+server_stop
+expect_eq "SIGTERM with --ack buffered: exit 0" 0 "$SERVER_EXIT"
+server_start -- --max-body-bytes "$MAX_BODY"
+expect_export "buffered writes survive a graceful stop" "$T" ackmode_v "\
+ackmode_v{mode=\"durable\"} $((TS * 1000)) 1
+ackmode_v{mode=\"buffered\"} $((TS * 1000)) 2
+ackmode_v{mode=\"buffered\"} $(((TS + 1) * 1000)) 3"
+
+# Last, so a wording problem does not hide the checks above: an error message names
+# the field it refuses (SPEC §3: every error says what to do).
+for v in 9007199254740993i 9007199254740993u; do
+    write_lp "$T" "precision=s" "big,k=v bigfield=$v $TS"
+    expect_error "bigfield=$v refused" 400
+    expect_match "the 2^53 error message names the field \"bigfield\"" 'bigfield' "$(json_get message)"
+done
 server_stop
 
 e2e_finish

@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # SERVER_*, EXPORT_N, METRIC… are results read by the tests
 # lib.sh — shared helpers for the end-to-end tests in tests/e2e/.
 #
 # Each numbered test sources this file, calls e2e_init NAME, and then drives the REAL
@@ -103,6 +105,24 @@ e2e_cleanup() {
     exit "$rc"
 }
 
+# e2e_forget_pid PID — the process was reaped: drop it from E2E_PIDS, so the trap never
+# signals a pid the kernel may since have given to an unrelated process.
+e2e_forget_pid() {
+    local keep=() p
+    for p in "${E2E_PIDS[@]}"; do
+        [ "$p" = "$1" ] || keep+=("$p")
+    done
+    E2E_PIDS=("${keep[@]}")
+}
+
+# e2e_reap PID — waits for a process that has exited (or is about to) and forgets it;
+# sets REAPED_STATUS to its exit status.
+e2e_reap() {
+    wait "$1" 2>/dev/null
+    REAPED_STATUS=$?
+    e2e_forget_pid "$1"
+}
+
 # e2e_fail MESSAGE — the first failure ends the test.
 e2e_fail() {
     E2E_FAILED=$((E2E_FAILED + 1))
@@ -201,8 +221,8 @@ server_start() {
     [ $# -gt 0 ] && [ "$1" = "--" ] && shift
     SERVER_DATA=$data
     SERVER_LOG=$E2E_WORK/server.log
-    local attempt
-    for attempt in 1 2 3; do
+    local _
+    for _ in 1 2 3; do
         SERVER_PORT=$(free_port) || e2e_fail "free_port: python3 could not bind 127.0.0.1"
         SERVER_URL=http://127.0.0.1:$SERVER_PORT
         echo "=== start $(date +%T.%N) port $SERVER_PORT: stele serve --data $data $*" >>"$SERVER_LOG"
@@ -219,10 +239,10 @@ server_start() {
         # Died before ready. Retry only when someone else took the port in between.
         if kill -0 "$SERVER_PID" 2>/dev/null; then
             kill -9 "$SERVER_PID" 2>/dev/null
-            wait "$SERVER_PID" 2>/dev/null
+            e2e_reap "$SERVER_PID"
             e2e_fail "server_start: /ready did not answer 200 within ${E2E_START_TIMEOUT}s (log: $SERVER_LOG)"
         fi
-        wait "$SERVER_PID" 2>/dev/null
+        e2e_reap "$SERVER_PID"
         if ! tail -n +"$((mark + 1))" "$SERVER_LOG" | grep -qi 'in use'; then
             tail -n +"$((mark + 1))" "$SERVER_LOG" >&2
             e2e_fail "server_start: stele serve exited before it was ready (log above)"
@@ -254,13 +274,13 @@ server_stop() {
     while kill -0 "$pid" 2>/dev/null; do
         if [ $SECONDS -ge "$deadline" ]; then
             kill -9 "$pid" 2>/dev/null
-            wait "$pid" 2>/dev/null
+            e2e_reap "$pid"
             e2e_fail "server_stop: pid $pid still running ${E2E_STOP_TIMEOUT}s after SIGTERM (killed it)"
         fi
         sleep 0.05
     done
-    wait "$pid"
-    SERVER_EXIT=$?
+    e2e_reap "$pid"
+    SERVER_EXIT=$REAPED_STATUS
     return 0
 }
 
@@ -270,7 +290,7 @@ server_kill9() {
     local pid=$SERVER_PID
     SERVER_PID=
     kill -9 "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
+    e2e_reap "$pid"
     return 0
 }
 
@@ -294,7 +314,7 @@ http() {
 
 # header NAME — value of response header NAME from the last http call (case-insensitive).
 header() {
-    printf '%s\n' "$HTTP_HEADERS" | awk -v n="$(printf '%s' "$1" | tr 'A-Z' 'a-z')" '
+    printf '%s\n' "$HTTP_HEADERS" | awk -v n="$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')" '
         { i = index($0, ":"); if (i && tolower(substr($0, 1, i - 1)) == n) { v = substr($0, i + 1); sub(/^[ \t]+/, "", v); print v; exit } }'
 }
 
@@ -322,7 +342,9 @@ if isinstance(v, dict) and sys.argv[1] in v:
     print(x if not isinstance(x, bool) else str(x).lower())' "$1"
 }
 
-# is_json_error — 0 if HTTP_BODY is a JSON object with a non-empty string "message".
+# is_json_error — 0 if HTTP_BODY is a JSON error object with a non-empty explanation:
+# Stele's {"code":…,"message":…} or, on the Prometheus-compatible read endpoints,
+# Prometheus' {"status":"error","errorType":…,"error":…} (SPEC §3).
 is_json_error() {
     printf '%s' "$HTTP_BODY" | python3 -c '
 import json, sys
@@ -330,7 +352,8 @@ try:
     v = json.load(sys.stdin)
 except Exception:
     sys.exit(1)
-sys.exit(0 if isinstance(v, dict) and isinstance(v.get("message"), str) and v["message"] else 1)'
+ok = lambda k: isinstance(v.get(k), str) and v[k] != ""
+sys.exit(0 if isinstance(v, dict) and (ok("message") or (v.get("status") == "error" and ok("error"))) else 1)'
 }
 
 # expect_status WHAT CODE — checks HTTP_STATUS of the last request; on mismatch the
@@ -349,7 +372,7 @@ expect_error() {
     if is_json_error; then
         e2e_pass "$1: JSON error body with a message"
     else
-        e2e_fail "$1: expected a JSON body {\"message\":…}, got $(e2e_quote "$HTTP_BODY")"
+        e2e_fail "$1: expected a JSON error body with \"message\" (or Prometheus' \"error\"), got $(e2e_quote "$HTTP_BODY")"
     fi
 }
 
