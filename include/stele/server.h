@@ -15,14 +15,32 @@
 #include <stdint.h>
 
 #include "stele/auth.h"
+#include "stele/query.h"
 #include "stele/tsdb.h"
 
+/* Per-tenant limits (SPEC §8). The server config holds the defaults and overrides for
+ * named tenants; every limit is on by default. */
 typedef struct {
-    const char *http_addr;    /* "HOST:PORT", default 127.0.0.1:7400 */
-    size_t max_body_bytes;    /* after decompression (32 MiB) */
-    unsigned max_connections; /* (256) */
-    bool metrics_open;        /* /metrics without a token */
-    bool ack_buffered;        /* report X-Stele-Durability: buffered */
+    char tenant[65];                   /* for overrides; ignored in the defaults */
+    uint64_t ingest_points_per_second; /* sustained rate; one request may borrow ahead */
+    uint64_t max_series;               /* series the tenant may have */
+    unsigned max_concurrent_queries;   /* queued or running */
+    stele_query_limits query;          /* per query */
+} stele_tenant_limits;
+
+void stele_tenant_limits_default(stele_tenant_limits *l);
+
+typedef struct {
+    const char *http_addr;                /* "HOST:PORT", default 127.0.0.1:7400 */
+    size_t max_body_bytes;                /* after decompression (32 MiB) */
+    unsigned max_connections;             /* (256) */
+    bool metrics_open;                    /* /metrics without a token */
+    bool ack_buffered;                    /* report X-Stele-Durability: buffered */
+    unsigned query_threads;               /* query worker pool size (default: cores - 1, >= 1) */
+    unsigned query_queue;                 /* queued queries before 429 (64) */
+    stele_tenant_limits limits;           /* defaults for every tenant */
+    const stele_tenant_limits *overrides; /* per named tenant; borrowed */
+    size_t noverrides;
 } stele_server_config;
 
 void stele_server_config_default(stele_server_config *c);

@@ -107,6 +107,12 @@ size_t stele_batch_points(const stele_batch *b);
  * until restarted; -EAGAIN when the head is full and a flush is behind (answer 503 +
  * Retry-After); -ERANGE if a point is outside stele_tsdb_time_bounds. */
 int stele_tsdb_write(stele_tsdb *db, stele_batch *b);
+/* As stele_tsdb_write, but refuses with -EDQUOT, storing nothing, when the batch would
+ * bring a tenant above max_tenant_series series (0 = no limit). Concurrent writers of
+ * one tenant may overshoot by the new series of the requests in flight. */
+int stele_tsdb_write_quota(stele_tsdb *db, stele_batch *b, uint64_t max_tenant_series);
+/* Number of series a tenant has. */
+uint64_t stele_tsdb_tenant_series(stele_tsdb *db, const char *tenant);
 /* Timestamps accepted now: [*min_ts, *max_ts] (retention and future skew). */
 void stele_tsdb_time_bounds(stele_tsdb *db, int64_t *min_ts, int64_t *max_ts);
 
@@ -143,6 +149,19 @@ typedef int (*stele_series_fn)(void *ctx, const stele_series_view *series);
  * -EINVAL (message in err) for a bad regex or no matcher. */
 int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
                       size_t nmatchers, int64_t mint, int64_t maxt, stele_series_fn fn, void *ctx,
+                      char *err, size_t errcap);
+
+/* Estimates, from the index and block metadata alone (no sample is read), what a select
+ * with these arguments would touch: matching series and samples in [mint, maxt]. */
+int stele_tsdb_estimate(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
+                        size_t nmatchers, int64_t mint, int64_t maxt, uint64_t *series,
+                        uint64_t *samples, char *err, size_t errcap);
+
+/* Label sets (no samples) of the tenant's series matching all matchers that have data
+ * in [mint, maxt] (block metadata and head presence; no sample is decoded). */
+typedef int (*stele_labels_fn)(void *ctx, const stele_label *labels, size_t nlabels);
+int stele_tsdb_series(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
+                      size_t nmatchers, int64_t mint, int64_t maxt, stele_labels_fn fn, void *ctx,
                       char *err, size_t errcap);
 
 /* ---- operations --------------------------------------------------------------- */

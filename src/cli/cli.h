@@ -37,10 +37,15 @@ void cli_auth_header(const cli_client_options *opts, char *buf, size_t cap);
  * {"error":…}) as "stele: <what>: HTTP <status>: <message>". */
 void cli_report_http_error(const char *what, const stele_http_response *resp);
 
+/* Matches "--name VALUE" or "--name=VALUE" at argv[*i], advancing *i past the value.
+ * 1 matched, 0 another argument, -1 the value is missing. */
+int cli_take_option_value(int argc, char **argv, int *i, const char *name, const char **value);
+
 /* Subcommands: argv[0] is the subcommand name. Return an exit code. */
 int cmd_serve(int argc, char **argv);
 int cmd_write(int argc, char **argv);
 int cmd_token(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_query(int argc, char **argv);
 
 #endif

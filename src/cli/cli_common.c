@@ -179,3 +179,21 @@ void cli_report_http_error(const char *what, const stele_http_response *resp)
     cli_error(what, "HTTP %d: %s", resp->status, message);
     json_decref(root);
 }
+
+int cli_take_option_value(int argc, char **argv, int *i, const char *name, const char **value)
+{
+    size_t len = strlen(name);
+    const char *arg = argv[*i];
+    if (strncmp(arg, name, len) != 0)
+        return 0;
+    if (arg[len] == '=') {
+        *value = arg + len + 1;
+        return 1;
+    }
+    if (arg[len] != '\0')
+        return 0;
+    if (*i + 1 >= argc)
+        return -1;
+    *value = argv[++*i];
+    return 1;
+}

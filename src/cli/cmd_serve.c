@@ -24,10 +24,13 @@
 #include "cli/cli.h"
 #include "stele/auth.h"
 #include "stele/io.h"
+#include "stele/query.h"
 #include "stele/server.h"
 #include "stele/tsdb.h"
 
 #define NS_PER_SEC INT64_C(1000000000)
+/* Tenants with their own limits in one config file. */
+#define SERVE_MAX_TENANT_OVERRIDES 256
 /* Config files are small; anything larger is a mistake. */
 #define CONFIG_MAX_BYTES (1u << 20)
 
@@ -42,6 +45,10 @@ typedef struct {
     int64_t flush_interval_ns;
     bool metrics_open;
     uint64_t max_body_bytes;
+    unsigned query_threads;
+    stele_tenant_limits limits;
+    stele_tenant_limits overrides[SERVE_MAX_TENANT_OVERRIDES];
+    size_t noverrides;
 } serve_settings;
 
 static void serve_usage(FILE *out)
@@ -53,7 +60,8 @@ static void serve_usage(FILE *out)
             "  --http ADDR            HTTP listen address (default 127.0.0.1:7400)\n"
             "  --config FILE          JSON settings (keys: http, ack, retention,\n"
             "                         max_future_skew, head_max_points, flush_interval,\n"
-            "                         metrics_open, max_body_bytes); flags override it\n"
+            "                         metrics_open, max_body_bytes, query_threads, limits,\n"
+            "                         tenants); flags override it; see docs/operations.md\n"
             "  --ack durable|buffered acknowledge after fsync (default) or before it\n"
             "  --retention DUR        keep raw data this long (default 30d)\n"
             "  --max-future-skew DUR  refuse points further ahead (default 10m)\n"
@@ -102,6 +110,43 @@ static int parse_count(const char *text, uint64_t *out)
     return 0;
 }
 
+/* Applies a "limits" object (defaults or one tenant's) onto l. */
+static int load_limits(const char *path, const char *where, json_t *obj, stele_tenant_limits *l)
+{
+    const char *key;
+    json_t *v;
+    int rc = 0;
+    if (!json_is_object(obj)) {
+        cli_error("serve", "--config %s: %s must be an object", path, where);
+        return -EINVAL;
+    }
+    json_object_foreach(obj, key, v)
+    {
+        json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
+        const char *str = json_is_string(v) ? json_string_value(v) : NULL;
+        if (!strcmp(key, "ingest_points_per_second") && n >= 0)
+            l->ingest_points_per_second = (uint64_t)n;
+        else if (!strcmp(key, "max_series") && n >= 0)
+            l->max_series = (uint64_t)n;
+        else if (!strcmp(key, "max_concurrent_queries") && n > 0)
+            l->max_concurrent_queries = (unsigned)n;
+        else if (!strcmp(key, "max_series_per_query") && n > 0)
+            l->query.max_series = (uint64_t)n;
+        else if (!strcmp(key, "max_samples_per_query") && n > 0)
+            l->query.max_samples = (uint64_t)n;
+        else if (!strcmp(key, "max_query_memory") && n > 0)
+            l->query.max_memory = (uint64_t)n;
+        else if (!strcmp(key, "query_timeout") && str &&
+                 parse_duration(str, &l->query.timeout_ns) == 0)
+            ;
+        else {
+            cli_error("serve", "--config %s: %s: invalid or unknown limit '%s'", path, where, key);
+            rc = -EINVAL;
+        }
+    }
+    return rc;
+}
+
 /* Applies a JSON config file onto s. Prints the problem itself. */
 static int load_config(const char *path, serve_settings *s)
 {
@@ -135,6 +180,31 @@ static int load_config(const char *path, serve_settings *s)
             s->max_body_bytes = (uint64_t)json_integer_value(v);
         } else if (!strcmp(key, "metrics_open") && json_is_boolean(v)) {
             s->metrics_open = json_is_true(v);
+        } else if (!strcmp(key, "query_threads") && json_is_integer(v) &&
+                   json_integer_value(v) > 0 && json_integer_value(v) <= 256) {
+            s->query_threads = (unsigned)json_integer_value(v);
+        } else if (!strcmp(key, "limits")) {
+            if (load_limits(path, "limits", v, &s->limits) != 0)
+                rc = -EINVAL;
+        } else if (!strcmp(key, "tenants") && json_is_object(v)) {
+            const char *tenant;
+            json_t *tv;
+            s->noverrides = 0;
+            json_object_foreach(v, tenant, tv)
+            {
+                if (!stele_tenant_name_valid(tenant) ||
+                    s->noverrides == SERVE_MAX_TENANT_OVERRIDES) {
+                    cli_error("serve", "--config %s: tenants: invalid tenant '%s' or too many",
+                              path, tenant);
+                    rc = -EINVAL;
+                    continue;
+                }
+                stele_tenant_limits *o = &s->overrides[s->noverrides++];
+                *o = s->limits; /* unset keys inherit the defaults given so far */
+                snprintf(o->tenant, sizeof(o->tenant), "%s", tenant);
+                if (load_limits(path, tenant, tv, o) != 0)
+                    rc = -EINVAL;
+            }
         } else {
             cli_error("serve", "--config %s: invalid or unknown setting '%s'", path, key);
             rc = -EINVAL;
@@ -253,6 +323,11 @@ static void settings_to_server_config(const serve_settings *s, stele_server_conf
     sc->ack_buffered = s->ack_buffered;
     if (s->max_body_bytes)
         sc->max_body_bytes = s->max_body_bytes;
+    if (s->query_threads)
+        sc->query_threads = s->query_threads;
+    sc->limits = s->limits;
+    sc->overrides = s->overrides;
+    sc->noverrides = s->noverrides;
 }
 
 /* Splits "--name=value" arguments into "--name" "value" (SPEC writes --ack=durable).
@@ -317,6 +392,7 @@ static int cmd_serve_args(int argc, char **argv)
     s.max_future_skew_ns = o.max_future_skew_ns;
     s.head_max_points = o.head_max_points;
     s.flush_interval_ns = o.flush_interval_ns;
+    stele_tenant_limits_default(&s.limits);
     bool help = false;
     if (parse_args(argc, argv, &s, &help) != 0)
         return CLI_EXIT_USAGE;
@@ -421,9 +497,13 @@ static int cmd_serve_args(int argc, char **argv)
             if (load_config(s.config, &fresh) == 0) {
                 s.metrics_open = fresh.metrics_open;
                 s.max_body_bytes = fresh.max_body_bytes;
+                s.limits = fresh.limits;
+                memcpy(s.overrides, fresh.overrides, sizeof(s.overrides));
+                s.noverrides = fresh.noverrides;
                 settings_to_server_config(&s, &sc);
                 stele_server_reload(server, &sc);
-                fprintf(stderr, "stele: serve: reloaded %s (metrics_open, max_body_bytes)\n",
+                fprintf(stderr,
+                        "stele: serve: reloaded %s (metrics_open, max_body_bytes, limits)\n",
                         s.config);
             }
             continue;

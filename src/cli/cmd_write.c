@@ -60,26 +60,6 @@ static const char write_usage[] =
 
 /* ---- arguments ----------------------------------------------------------------- */
 
-/* Matches "--name VALUE" or "--name=VALUE" at argv[*i], advancing *i past the value.
- * 1 matched, 0 another argument, -1 the value is missing. */
-static int take_option_value(int argc, char **argv, int *i, const char *name, const char **value)
-{
-    size_t len = strlen(name);
-    const char *arg = argv[*i];
-    if (strncmp(arg, name, len) != 0)
-        return 0;
-    if (arg[len] == '=') {
-        *value = arg + len + 1;
-        return 1;
-    }
-    if (arg[len] != '\0')
-        return 0;
-    if (*i + 1 >= argc)
-        return -1;
-    *value = argv[++*i];
-    return 1;
-}
-
 typedef struct {
     cli_client_options client;
     const char *input_path; /* NULL or "-": standard input */
@@ -113,7 +93,7 @@ static int parse_write_args(int argc, char **argv, write_options *o)
             int matched = 0;
             size_t which = 0;
             for (; which < sizeof(option_names) / sizeof(option_names[0]); which++) {
-                matched = take_option_value(argc, argv, &i, option_names[which], &value);
+                matched = cli_take_option_value(argc, argv, &i, option_names[which], &value);
                 if (matched != 0)
                     break;
             }

@@ -15,6 +15,7 @@ typedef struct {
 static const subcommand commands[] = {
     {"serve", cmd_serve, "run the server (HTTP API, storage) on a data directory"},
     {"write", cmd_write, "send line protocol to a server"},
+    {"query", cmd_query, "run a PromQL query on a server"},
     {"token", cmd_token, "create, list and revoke API tokens"},
     {"check", cmd_check, "verify every file of a data directory (offline)"},
 };

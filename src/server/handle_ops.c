@@ -155,6 +155,21 @@ mhd_result handle_metrics(stele_server *s, struct MHD_Connection *c, request *r)
     metric(&t, "stele_wal_segments", "gauge", "Log segment files.", NULL, (double)st.wal_segments);
     metric(&t, "stele_tokens_active", "gauge", "API tokens not revoked.", NULL,
            (double)stele_tokens_active_count(s->tokens));
+    query_pool_stats qs;
+    query_pool_get_stats(s->pool, &qs);
+    metric(&t, "stele_queries_total", "counter", "Queries answered successfully.", NULL,
+           (double)__atomic_load_n(&s->queries_ok, __ATOMIC_RELAXED));
+    metric(&t, "stele_query_queue_length", "gauge", "Queries waiting for a worker.", NULL,
+           (double)qs.queued);
+    metric(&t, "stele_query_running", "gauge", "Queries being evaluated.", NULL,
+           (double)qs.running);
+    tb_printf(&t, "# HELP stele_refusals_total Requests refused by a limit, by tenant and "
+                  "reason.\n# TYPE stele_refusals_total counter\n");
+    pthread_mutex_lock(&s->refusals_mu);
+    for (refusal_counter *rc = s->refusals; rc; rc = rc->next)
+        tb_printf(&t, "stele_refusals_total{tenant=\"%s\",reason=\"%s\"} %llu\n", rc->tenant,
+                  rc->reason, (unsigned long long)rc->count);
+    pthread_mutex_unlock(&s->refusals_mu);
     if (!t.data)
         return respond_error(c, 503, "unavailable", "out of memory");
     return respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", t.data, t.len, true, NULL);

@@ -132,7 +132,34 @@ mhd_result handle_write(stele_server *s, struct MHD_Connection *c, request *r, b
         result = respond_error(c, 503, "unavailable", "out of memory; retry later");
         goto out;
     }
-    rc = stele_tsdb_write(s->db, w->batch);
+    stele_tenant_limits tl;
+    server_tenant_limits(s, tenant, &tl);
+    unsigned retry = 1;
+    if (server_admit_points(s, tenant, ir.points, tl.ingest_points_per_second, &retry) != 0) {
+        server_count_refusal(s, tenant, "ingest_rate");
+        char retry_text[16];
+        snprintf(retry_text, sizeof(retry_text), "%u", retry);
+        const char *hdr[] = {"Retry-After", retry_text, NULL};
+        int n = snprintf(msg, sizeof(msg),
+                         "{\"code\":\"too_many_requests\",\"reason\":\"ingest_rate\",\"message\":"
+                         "\"tenant '%s' is over its ingestion rate of %llu points/s; nothing of "
+                         "this request was stored; retry after %u s\"}\n",
+                         tenant, (unsigned long long)tl.ingest_points_per_second, retry);
+        result = respond(c, 429, "application/json", msg, (size_t)n, false, hdr);
+        goto out;
+    }
+    rc = stele_tsdb_write_quota(s->db, w->batch, tl.max_series);
+    if (rc == -EDQUOT) {
+        server_count_refusal(s, tenant, "series");
+        static const char *const hdr[] = {"Retry-After", "60", NULL};
+        int n = snprintf(msg, sizeof(msg),
+                         "{\"code\":\"too_many_requests\",\"reason\":\"series\",\"message\":"
+                         "\"tenant '%s' would exceed its limit of %llu series; nothing of this "
+                         "request was stored; ask the operator to raise max_series\"}\n",
+                         tenant, (unsigned long long)tl.max_series);
+        result = respond(c, 429, "application/json", msg, (size_t)n, false, hdr);
+        goto out;
+    }
     if (rc == 0) {
         __atomic_add_fetch(&s->counters.write_ok, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&s->counters.points_ingested, ir.points, __ATOMIC_RELAXED);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "server/server_internal.h"
@@ -31,6 +32,12 @@
 #define DEFAULT_MAX_CONNECTIONS 256
 /* Idle keep-alive connections are closed after this many seconds. */
 #define CONNECTION_TIMEOUT_S 120
+/* Queries waiting for a worker before new ones get 429: a few seconds of work on a
+ * small pool, enough to absorb a dashboard refresh burst. */
+#define DEFAULT_QUERY_QUEUE 64
+/* Queries one tenant may have queued or running: one heavy tenant cannot fill the
+ * queue for everyone. */
+#define DEFAULT_TENANT_CONCURRENT_QUERIES 8
 /* Initial body buffer; grows by doubling up to the limit. */
 #define BODY_INITIAL_CAP (64u << 10)
 
@@ -40,6 +47,90 @@ void stele_server_config_default(stele_server_config *c)
     c->http_addr = "127.0.0.1:7400";
     c->max_body_bytes = DEFAULT_MAX_BODY;
     c->max_connections = DEFAULT_MAX_CONNECTIONS;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    /* Leave a core to ingestion: queries get the others (at least one). */
+    c->query_threads = cores > 1 ? (unsigned)cores - 1 : 1;
+    c->query_queue = DEFAULT_QUERY_QUEUE;
+    stele_tenant_limits_default(&c->limits);
+}
+
+void stele_tenant_limits_default(stele_tenant_limits *l)
+{
+    memset(l, 0, sizeof(*l));
+    /* Sized so one tenant can use a whole node (which ingests ~2.5 M points/s on 2
+     * cores) while still stopping a runaway client; lower them per tenant in the
+     * config where tenants share a node. */
+    l->ingest_points_per_second = 5000000;
+    l->max_series = 2000000;
+    l->max_concurrent_queries = DEFAULT_TENANT_CONCURRENT_QUERIES;
+    stele_query_limits_default(&l->query);
+}
+
+/* Copies the overrides so the server owns them (they change on SIGHUP). */
+static int server_set_limits(stele_server *s, const stele_server_config *cfg)
+{
+    stele_tenant_limits *copy = NULL;
+    if (cfg->noverrides) {
+        copy = calloc(cfg->noverrides, sizeof(*copy));
+        if (!copy)
+            return -ENOMEM;
+        memcpy(copy, cfg->overrides, cfg->noverrides * sizeof(*copy));
+    }
+    pthread_mutex_lock(&s->limits_mu);
+    free(s->overrides);
+    s->overrides = copy;
+    s->noverrides = cfg->noverrides;
+    s->limits_default = cfg->limits;
+    pthread_mutex_unlock(&s->limits_mu);
+    return 0;
+}
+
+void server_tenant_limits(stele_server *s, const char *tenant, stele_tenant_limits *out)
+{
+    pthread_mutex_lock(&s->limits_mu);
+    *out = s->limits_default;
+    for (size_t i = 0; i < s->noverrides; i++)
+        if (!strcmp(s->overrides[i].tenant, tenant))
+            *out = s->overrides[i];
+    pthread_mutex_unlock(&s->limits_mu);
+}
+
+int server_admit_points(stele_server *s, const char *tenant, uint64_t points, uint64_t rate,
+                        unsigned *retry_after_s)
+{
+    if (!rate)
+        return 0;
+    int64_t now = clock_mono_ns();
+    int rc = 0;
+    pthread_mutex_lock(&s->limits_mu);
+    rate_bucket *b = s->buckets;
+    for (; b; b = b->next)
+        if (!strcmp(b->tenant, tenant))
+            break;
+    if (!b && (b = calloc(1, sizeof(*b)))) {
+        snprintf(b->tenant, sizeof(b->tenant), "%s", tenant);
+        b->tokens = (double)rate;
+        b->last_ns = now;
+        b->next = s->buckets;
+        s->buckets = b;
+    }
+    if (b) {
+        /* Refill up to one second's worth; a request may then take the bucket into
+         * debt (large requests are legitimate), which later requests wait out. */
+        b->tokens += (double)(now - b->last_ns) / 1e9 * (double)rate;
+        if (b->tokens > (double)rate)
+            b->tokens = (double)rate;
+        b->last_ns = now;
+        if (b->tokens <= 0) {
+            double wait = -b->tokens / (double)rate + 1e-3;
+            *retry_after_s = (unsigned)wait + 1;
+            rc = -EDQUOT;
+        } else {
+            b->tokens -= (double)points;
+        }
+    }
+    pthread_mutex_unlock(&s->limits_mu);
+    return rc;
 }
 
 /* ---- responses ------------------------------------------------------------------ */
@@ -237,6 +328,28 @@ static mhd_result route(stele_server *s, struct MHD_Connection *c, request *r, c
         return handle_metrics(s, c, r);
     if (!strcmp(url, "/api/v1/status/buildinfo") && get)
         return handle_buildinfo(s, c, r);
+    if (!strcmp(url, "/api/v1/query") && (get || post))
+        return handle_query(s, c, r, false);
+    if (!strcmp(url, "/api/v1/query_range") && (get || post))
+        return handle_query(s, c, r, true);
+    if (!strcmp(url, "/api/v1/series") && (get || post))
+        return handle_series(s, c, r);
+    if (!strcmp(url, "/api/v1/labels") && (get || post))
+        return handle_labels(s, c, r, NULL);
+    if (!strncmp(url, "/api/v1/label/", 14) && (get || post)) {
+        const char *name = url + 14;
+        size_t nl = strlen(name);
+        if (nl > 7 && !strcmp(name + nl - 7, "/values")) {
+            char label[STELE_MAX_LABEL_NAME + 1];
+            if (nl - 7 == 0 || nl - 7 > STELE_MAX_LABEL_NAME)
+                return respond_prom_error(c, 400, "bad_data", "invalid label name");
+            memcpy(label, name, nl - 7);
+            label[nl - 7] = '\0';
+            return handle_labels(s, c, r, label);
+        }
+    }
+    if (!strcmp(url, "/api/v1/metadata") && get)
+        return handle_metadata(s, c, r);
     if (!strncmp(url, "/api/v1/tokens", 14) && (url[14] == '\0' || url[14] == '/'))
         return handle_tokens(s, c, r, url + 14);
     static const char *known[] = {"/ping",
@@ -336,6 +449,7 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
     request *r = *con_cls;
     if (r) {
         free(r->body);
+        free(r->form);
         sodium_memzero(&r->token, sizeof(r->token));
         free(r);
         *con_cls = NULL;
@@ -424,6 +538,20 @@ int stele_server_start(const stele_server_config *cfg, stele_tsdb *db, stele_tok
     s->metrics_open = cfg->metrics_open;
     s->started_ns = clock_wall_ns();
     pthread_mutex_init(&s->workers_mu, NULL);
+    pthread_mutex_init(&s->refusals_mu, NULL);
+    pthread_mutex_init(&s->limits_mu, NULL);
+    if (server_set_limits(s, cfg) != 0 ||
+        query_pool_create(cfg->query_threads ? cfg->query_threads : 1,
+                          cfg->query_queue ? cfg->query_queue : DEFAULT_QUERY_QUEUE,
+                          &s->pool) != 0) {
+        snprintf(err, errcap, "cannot start the query workers");
+        pthread_mutex_destroy(&s->workers_mu);
+        pthread_mutex_destroy(&s->refusals_mu);
+        pthread_mutex_destroy(&s->limits_mu);
+        free(s->overrides);
+        free(s);
+        return -EAGAIN;
+    }
     unsigned flags =
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
@@ -437,7 +565,11 @@ int stele_server_start(const stele_server_config *cfg, stele_tsdb *db, stele_tok
     if (!s->daemon) {
         snprintf(err, errcap, "cannot listen on %s: %s", cfg->http_addr,
                  errno ? strerror(errno) : "address in use or not available");
+        query_pool_destroy(s->pool);
         pthread_mutex_destroy(&s->workers_mu);
+        pthread_mutex_destroy(&s->refusals_mu);
+        pthread_mutex_destroy(&s->limits_mu);
+        free(s->overrides);
         free(s);
         return -EADDRINUSE;
     }
@@ -457,6 +589,7 @@ void stele_server_reload(stele_server *s, const stele_server_config *cfg)
     __atomic_store_n(&s->max_body, cfg->max_body_bytes ? cfg->max_body_bytes : DEFAULT_MAX_BODY,
                      __ATOMIC_RELAXED);
     __atomic_store_n(&s->metrics_open, cfg->metrics_open, __ATOMIC_RELAXED);
+    server_set_limits(s, cfg);
 }
 
 void stele_server_stop(stele_server *s)
@@ -464,6 +597,20 @@ void stele_server_stop(stele_server *s)
     if (!s)
         return;
     MHD_stop_daemon(s->daemon);
+    query_pool_destroy(s->pool);
+    while (s->refusals) {
+        refusal_counter *next = s->refusals->next;
+        free(s->refusals);
+        s->refusals = next;
+    }
+    pthread_mutex_destroy(&s->refusals_mu);
+    while (s->buckets) {
+        rate_bucket *next = s->buckets->next;
+        free(s->buckets);
+        s->buckets = next;
+    }
+    free(s->overrides);
+    pthread_mutex_destroy(&s->limits_mu);
     while (s->idle_workers) {
         ingest_worker *w = s->idle_workers;
         s->idle_workers = w->next;

@@ -10,8 +10,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "server/query_pool.h"
 #include "stele/auth.h"
 #include "stele/lineproto.h"
+#include "stele/query.h"
 #include "stele/server.h"
 #include "stele/tsdb.h"
 
@@ -28,6 +30,22 @@ typedef struct ingest_worker {
     stele_batch *batch;
     struct ingest_worker *next;
 } ingest_worker;
+
+/* Refusals by tenant and reason (SPEC §8), for /metrics. */
+typedef struct refusal_counter {
+    char tenant[65];
+    char reason[24];
+    uint64_t count;
+    struct refusal_counter *next;
+} refusal_counter;
+
+/* Ingestion rate per tenant: a token bucket that may go into debt. */
+typedef struct rate_bucket {
+    char tenant[65];
+    double tokens;
+    int64_t last_ns;
+    struct rate_bucket *next;
+} rate_bucket;
 
 typedef struct {
     uint64_t write_requests;
@@ -57,10 +75,30 @@ struct stele_server {
     size_t max_body;          /* atomic: reloadable */
     bool metrics_open;        /* atomic: reloadable */
     int64_t started_ns;
+    query_pool *pool;
+    pthread_mutex_t refusals_mu;
+    refusal_counter *refusals; /* by tenant and reason; refusals_mu */
+    uint64_t queries_ok;       /* atomic */
+    pthread_mutex_t limits_mu; /* guards the four fields below */
+    stele_tenant_limits limits_default;
+    stele_tenant_limits *overrides;
+    size_t noverrides;
+    rate_bucket *buckets;
 };
+
+/* The limits that apply to a tenant. */
+void server_tenant_limits(stele_server *s, const char *tenant, stele_tenant_limits *out);
+/* Admits `points` against the tenant's rate; -EDQUOT (and *retry_after_s) when over. */
+int server_admit_points(stele_server *s, const char *tenant, uint64_t points, uint64_t rate,
+                        unsigned *retry_after_s);
+
+/* Counts a refusal (limit, queue, quota) for /metrics. */
+void server_count_refusal(stele_server *s, const char *tenant, const char *reason);
 
 typedef struct {
     char method[8];
+    char *form; /* decoded form body: "k\0v\0k\0v\0…", for form POSTs */
+    size_t form_len;
     char *body;
     size_t body_len;
     size_t body_cap;
@@ -69,6 +107,12 @@ typedef struct {
     bool authenticated;
     stele_token_info token;
 } request;
+
+/* Parameter lookup over the query string and, for form POSTs, the body. */
+const char *request_param(struct MHD_Connection *c, request *r, const char *name);
+/* Calls fn for every value of a repeated parameter (match[]) in both places. */
+void request_param_each(struct MHD_Connection *c, request *r, const char *name,
+                        void (*fn)(void *ctx, const char *value), void *ctx);
 
 /* Response helpers; they queue the response and return MHD's result. */
 mhd_result respond(struct MHD_Connection *c, unsigned status, const char *content_type, char *body,
@@ -95,6 +139,11 @@ mhd_result handle_flush(stele_server *s, struct MHD_Connection *c, request *r);
 mhd_result handle_metrics(stele_server *s, struct MHD_Connection *c, request *r);
 mhd_result handle_tokens(stele_server *s, struct MHD_Connection *c, request *r, const char *url);
 mhd_result handle_buildinfo(stele_server *s, struct MHD_Connection *c, request *r);
+mhd_result handle_query(stele_server *s, struct MHD_Connection *c, request *r, bool range);
+mhd_result handle_series(stele_server *s, struct MHD_Connection *c, request *r);
+mhd_result handle_labels(stele_server *s, struct MHD_Connection *c, request *r,
+                         const char *value_name);
+mhd_result handle_metadata(stele_server *s, struct MHD_Connection *c, request *r);
 
 /* Decompresses gzip data into a malloc'd buffer of at most max bytes. -EMSGSIZE over
  * the limit, -EINVAL if not valid gzip. */

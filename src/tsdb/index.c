@@ -265,6 +265,24 @@ int index_register(tsdb_index *ix, uint64_t id, const uint8_t *key, size_t len)
     return rc;
 }
 
+tsdb_series *index_lookup(tsdb_index *ix, const uint8_t *key, size_t len, uint64_t hash)
+{
+    pthread_rwlock_rdlock(&ix->lock);
+    tsdb_series *s = hashmap_get(&ix->by_key, hash, key, len);
+    pthread_rwlock_unlock(&ix->lock);
+    return s;
+}
+
+uint64_t index_tenant_series(tsdb_index *ix, const char *tenant, size_t tenant_len)
+{
+    pthread_rwlock_rdlock(&ix->lock);
+    posting_list *p =
+        hashmap_get(&ix->tenants, hashmap_hash(tenant, tenant_len), tenant, tenant_len);
+    uint64_t n = p ? p->n : 0;
+    pthread_rwlock_unlock(&ix->lock);
+    return n;
+}
+
 tsdb_series *index_get(tsdb_index *ix, uint64_t id)
 {
     pthread_rwlock_rdlock(&ix->lock);

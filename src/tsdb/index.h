@@ -48,6 +48,10 @@ int index_get_or_create(tsdb_index *ix, const uint8_t *key, size_t len, uint64_t
  * same id and key; -EBADMSG if the id or key is taken by something else; -EINVAL for
  * an invalid key. */
 int index_register(tsdb_index *ix, uint64_t id, const uint8_t *key, size_t len);
+/* The series for key if it exists, else NULL (never creates). */
+tsdb_series *index_lookup(tsdb_index *ix, const uint8_t *key, size_t len, uint64_t hash);
+/* Number of series of a tenant. */
+uint64_t index_tenant_series(tsdb_index *ix, const char *tenant, size_t tenant_len);
 /* Series by id, or NULL. */
 tsdb_series *index_get(tsdb_index *ix, uint64_t id);
 uint64_t index_count(tsdb_index *ix);

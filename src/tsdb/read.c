@@ -176,3 +176,109 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
     free(ids);
     return rc;
 }
+
+/* Points of series id held in a head within [mint, maxt] (read lock taken here). */
+static uint64_t head_points_in(tsdb_head *h, uint64_t id, int64_t mint, int64_t maxt)
+{
+    uint64_t n = 0;
+    if (!h)
+        return 0;
+    pthread_rwlock_rdlock(&h->lock);
+    head_series *s = id < h->id_cap ? h->by_id[id] : NULL;
+    if (s && s->n && h->mint <= maxt && h->maxt >= mint)
+        for (uint32_t i = 0; i < s->n; i++)
+            n += s->ts[i] >= mint && s->ts[i] <= maxt;
+    pthread_rwlock_unlock(&h->lock);
+    return n;
+}
+
+/* Samples of a block entry expected within [mint, maxt], assuming even spacing. */
+static uint64_t entry_points_in(const block_entry *e, int64_t mint, int64_t maxt)
+{
+    if (e->maxt < mint || e->mint > maxt)
+        return 0;
+    if (e->mint >= mint && e->maxt <= maxt)
+        return e->npoints;
+    int64_t lo = e->mint > mint ? e->mint : mint, hi = e->maxt < maxt ? e->maxt : maxt;
+    double span = (double)e->maxt - (double)e->mint + 1;
+    return (uint64_t)((double)e->npoints * ((double)hi - (double)lo + 1) / span) + 1;
+}
+
+int stele_tsdb_estimate(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
+                        size_t nmatchers, int64_t mint, int64_t maxt, uint64_t *series,
+                        uint64_t *samples, char *err, size_t errcap)
+{
+    uint64_t *ids = NULL;
+    size_t nids = 0;
+    tsdb_head *active = NULL, *frozen = NULL;
+    block_set *blocks = NULL;
+    int rc = index_match(&db->ix, tenant, matchers, nmatchers, &ids, &nids, err, errcap);
+    if (rc)
+        return rc;
+    *series = nids;
+    *samples = 0;
+    tsdb_view_acquire(db, &active, &frozen, &blocks);
+    for (size_t b = 0; b < blocks->n; b++) {
+        const tsdb_block *blk = blocks->blocks[b];
+        if (blk->maxt < mint || blk->mint > maxt)
+            continue;
+        for (size_t i = 0; i < nids; i++) {
+            const block_entry *e = block_find(blk, ids[i]);
+            if (e)
+                *samples += entry_points_in(e, mint, maxt);
+        }
+    }
+    for (size_t i = 0; i < nids; i++)
+        *samples +=
+            head_points_in(active, ids[i], mint, maxt) + head_points_in(frozen, ids[i], mint, maxt);
+    head_unref(active);
+    head_unref(frozen);
+    block_set_release(blocks);
+    free(ids);
+    return 0;
+}
+
+int stele_tsdb_series(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
+                      size_t nmatchers, int64_t mint, int64_t maxt, stele_labels_fn fn, void *ctx,
+                      char *err, size_t errcap)
+{
+    uint64_t *ids = NULL;
+    size_t nids = 0;
+    tsdb_head *active = NULL, *frozen = NULL;
+    block_set *blocks = NULL;
+    stele_label labels[STELE_MAX_LABELS];
+    char errbuf[256];
+    if (!err) {
+        err = errbuf;
+        errcap = sizeof(errbuf);
+    }
+    int rc = index_match(&db->ix, tenant, matchers, nmatchers, &ids, &nids, err, errcap);
+    if (rc)
+        return rc;
+    tsdb_view_acquire(db, &active, &frozen, &blocks);
+    for (size_t i = 0; i < nids && rc == 0; i++) {
+        bool has_data = false;
+        for (size_t b = 0; b < blocks->n && !has_data; b++) {
+            const block_entry *e = block_find(blocks->blocks[b], ids[i]);
+            has_data = e && e->maxt >= mint && e->mint <= maxt;
+        }
+        if (!has_data)
+            has_data = head_points_in(active, ids[i], mint, maxt) ||
+                       head_points_in(frozen, ids[i], mint, maxt);
+        if (!has_data)
+            continue;
+        tsdb_series *s = index_get(&db->ix, ids[i]);
+        const char *t;
+        size_t tl, nl;
+        if (!s || series_key_decode(s->key, s->key_len, &t, &tl, labels, &nl) != 0) {
+            rc = -EBADMSG;
+            break;
+        }
+        rc = fn(ctx, labels, nl);
+    }
+    head_unref(active);
+    head_unref(frozen);
+    block_set_release(blocks);
+    free(ids);
+    return rc;
+}

@@ -395,7 +395,55 @@ static void background_kick(stele_tsdb *db)
     pthread_mutex_unlock(&db->bg_mu);
 }
 
+uint64_t stele_tsdb_tenant_series(stele_tsdb *db, const char *tenant)
+{
+    return index_tenant_series(&db->ix, tenant, strlen(tenant));
+}
+
+/* Checks the series quota of each tenant in the batch before creating any series. */
+static int batch_check_series_quota(stele_tsdb *db, stele_batch *b, uint64_t limit)
+{
+    /* New series per tenant; batches from the HTTP API hold one tenant, so a tiny
+     * linear table is enough. */
+    struct {
+        const uint8_t *tenant;
+        uint8_t len;
+        uint64_t fresh;
+    } seen[8];
+    size_t nseen = 0;
+    for (uint32_t i = 0; i < b->nkeys; i++) {
+        batch_key *k = &b->keys[i];
+        if (index_lookup(&db->ix, b->key_bytes + k->off, k->len, k->hash))
+            continue;
+        const uint8_t *key = b->key_bytes + k->off;
+        size_t j = 0;
+        for (; j < nseen; j++)
+            if (seen[j].len == key[0] && !memcmp(seen[j].tenant, key + 1, key[0]))
+                break;
+        if (j == nseen) {
+            if (nseen == sizeof(seen) / sizeof(seen[0]))
+                return -EDQUOT; /* more tenants in one batch than the API ever sends */
+            seen[nseen].tenant = key + 1;
+            seen[nseen].len = key[0];
+            seen[nseen].fresh = 0;
+            nseen++;
+        }
+        seen[j].fresh++;
+    }
+    for (size_t j = 0; j < nseen; j++)
+        if (index_tenant_series(&db->ix, (const char *)seen[j].tenant, seen[j].len) +
+                seen[j].fresh >
+            limit)
+            return -EDQUOT;
+    return 0;
+}
+
 int stele_tsdb_write(stele_tsdb *db, stele_batch *b)
+{
+    return stele_tsdb_write_quota(db, b, 0);
+}
+
+int stele_tsdb_write_quota(stele_tsdb *db, stele_batch *b, uint64_t max_tenant_series)
 {
     int rc = stele_tsdb_health(db);
     if (rc)
@@ -406,6 +454,8 @@ int stele_tsdb_write(stele_tsdb *db, stele_batch *b)
     stele_tsdb_time_bounds(db, &min_ts, &max_ts);
     if (b->min_ts < min_ts || b->max_ts > max_ts)
         return -ERANGE;
+    if (max_tenant_series && (rc = batch_check_series_quota(db, b, max_tenant_series)) != 0)
+        return rc;
     for (uint32_t i = 0; i < b->nkeys; i++) {
         batch_key *k = &b->keys[i];
         rc = index_get_or_create(&db->ix, b->key_bytes + k->off, k->len, k->hash, &k->series);
