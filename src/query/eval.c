@@ -225,6 +225,17 @@ static int on_instant_series(void *arg, const stele_series_view *s)
     return 0;
 }
 
+/* Kahan-Neumaier compensated addition, as Prometheus' kahanSumInc. */
+static void kahan_add(double inc, double *sum, double *c)
+{
+    double t = *sum + inc;
+    if (fabs(*sum) >= fabs(inc))
+        *c += (*sum - t) + inc;
+    else
+        *c += (inc - t) + *sum;
+    *sum = t;
+}
+
 /* The range functions, over samples ts/v[0..n) of one window (n ≥ 1). Returns false
  * when the function has no value for this window. Copies Prometheus 2.x. */
 static bool range_function(pq_function fn, const int64_t *ts, const double *v, size_t n,
@@ -290,14 +301,14 @@ static bool range_function(pq_function fn, const int64_t *ts, const double *v, s
         return true;
     }
     case PQ_FN_SUM_OVER_TIME: {
-        double sum = 0;
+        double sum = 0, c = 0;
         for (size_t i = 0; i < n; i++)
-            sum += v[i];
-        *out = sum;
+            kahan_add(v[i], &sum, &c);
+        *out = isinf(sum) ? sum : sum + c;
         return true;
     }
     case PQ_FN_AVG_OVER_TIME: {
-        double mean = 0, count = 0;
+        double mean = 0, count = 0, c = 0;
         for (size_t i = 0; i < n; i++) {
             count++;
             if (isinf(mean)) {
@@ -306,9 +317,9 @@ static bool range_function(pq_function fn, const int64_t *ts, const double *v, s
                 if (!isinf(v[i]) && !isnan(v[i]))
                     continue;
             }
-            mean += v[i] / count - mean / count;
+            kahan_add(v[i] / count - mean / count, &mean, &c);
         }
-        *out = mean;
+        *out = isinf(mean) ? mean : mean + c;
         return true;
     }
     case PQ_FN_COUNT_OVER_TIME:
@@ -923,7 +934,9 @@ static int eval_set_op(qctx *q, const pq_node *n, value *lhs, value *rhs, value 
         }
     }
     /* Output series: lhs series (and for `or`, rhs series too), values copied where
-     * the set rule keeps them. */
+     * the set rule keeps them; series with equal labels from both sides are one. */
+    out_index idx;
+    hashmap_init(&idx.map);
     sseries **lo = arena_calloc(&q->a, (lhs->n + 1) * sizeof(sseries *));
     sseries **ro = arena_calloc(&q->a, (rhs->n + 1) * sizeof(sseries *));
     if (!lo || !ro)
@@ -939,12 +952,10 @@ static int eval_set_op(qctx *q, const pq_node *n, value *lhs, value *rhs, value 
             bool keep = op == PQ_OP_OR || (op == PQ_OP_AND ? in_rhs : !in_rhs);
             if (!keep)
                 continue;
-            if (!lo[i] && !(lo[i] = vec_add(q, out, &lhs->s[i].ls)))
+            if (!lo[i] && !(lo[i] = out_series(q, out, &idx, &lhs->s[i].ls)))
                 rc = oom(q);
-            else {
-                lo[i]->ok[k] = 1;
-                lo[i]->v[k] = lhs->s[i].v[k];
-            }
+            else
+                rc = out_set(q, lo[i], k, lhs->s[i].v[k]);
         }
         if (op != PQ_OP_OR)
             continue;
@@ -957,16 +968,15 @@ static int eval_set_op(qctx *q, const pq_node *n, value *lhs, value *rhs, value 
                 in_lhs = lhs->s[l - 1].ok[k];
             if (in_lhs)
                 continue;
-            if (!ro[i] && !(ro[i] = vec_add(q, out, &rhs->s[i].ls)))
+            if (!ro[i] && !(ro[i] = out_series(q, out, &idx, &rhs->s[i].ls)))
                 rc = oom(q);
-            else {
-                ro[i]->ok[k] = 1;
-                ro[i]->v[k] = rhs->s[i].v[k];
-            }
+            else
+                rc = out_set(q, ro[i], k, rhs->s[i].v[k]);
         }
     }
     hashmap_free(&rmap);
     hashmap_free(&lmap);
+    hashmap_free(&idx.map);
     if (rc == 0)
         vec_sort(out);
     return rc;

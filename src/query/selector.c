@@ -6,7 +6,7 @@
 #include "stele/selector.h"
 
 #include <errno.h>
-#include <regex.h>
+#include "common/promre.h"
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,18 +129,13 @@ static bool matches_empty(const stele_matcher *m)
     case STELE_MATCH_NOT_EQUAL:
         return m->value[0] != '\0';
     default: {
-        size_t len = strlen(m->value);
-        char *anchored = malloc(len + 5);
-        regex_t re;
-        bool match = true;
-        if (!anchored)
-            return true;
-        snprintf(anchored, len + 5, "^(%s)$", m->value);
-        if (regcomp(&re, anchored, REG_EXTENDED | REG_NOSUB) == 0) {
-            match = regexec(&re, "", 0, NULL, 0) == 0;
-            regfree(&re);
+        promre re;
+        char err[200];
+        bool match = true; /* an invalid regex is reported when the selector is used */
+        if (promre_compile(&re, m->value, err, sizeof(err)) == 0) {
+            match = promre_match(&re, "", 0);
+            promre_free(&re);
         }
-        free(anchored);
         return m->type == STELE_MATCH_REGEX ? match : !match;
     }
     }

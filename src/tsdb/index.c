@@ -10,12 +10,12 @@
 #include "tsdb/index.h"
 
 #include <errno.h>
-#include <regex.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/promre.h"
 #include "tsdb/series_key.h"
 
 typedef struct {
@@ -369,7 +369,7 @@ static int idset_difference(idset *out, const uint64_t *a, size_t na, const idse
 
 typedef struct {
     const stele_matcher *m;
-    regex_t re;
+    promre re;
     bool has_re;
 } compiled_matcher;
 
@@ -381,18 +381,9 @@ static bool matcher_matches(const compiled_matcher *cm, const char *value, size_
     case STELE_MATCH_NOT_EQUAL:
         match = strlen(cm->m->value) == len && memcmp(cm->m->value, value, len) == 0;
         return cm->m->type == STELE_MATCH_EQUAL ? match : !match;
-    default: {
-        char stackbuf[512];
-        char *s = len < sizeof(stackbuf) ? stackbuf : malloc(len + 1);
-        if (!s)
-            return false;
-        memcpy(s, value, len);
-        s[len] = '\0';
-        match = regexec(&cm->re, s, 0, NULL, 0) == 0;
-        if (s != stackbuf)
-            free(s);
+    default:
+        match = promre_match(&cm->re, value, len);
         return cm->m->type == STELE_MATCH_REGEX ? match : !match;
-    }
     }
 }
 
@@ -474,20 +465,9 @@ int index_match(tsdb_index *ix, const char *tenant, const stele_matcher *m, size
     for (; compiled < nm; compiled++) {
         cms[compiled].m = &m[compiled];
         if (m[compiled].type == STELE_MATCH_REGEX || m[compiled].type == STELE_MATCH_NOT_REGEX) {
-            size_t len = strlen(m[compiled].value);
-            char *anchored = malloc(len + 5);
-            if (!anchored) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            snprintf(anchored, len + 5, "^(%s)$", m[compiled].value);
-            int re_rc = regcomp(&cms[compiled].re, anchored, REG_EXTENDED | REG_NOSUB);
-            free(anchored);
-            if (re_rc != 0) {
-                char msg[128];
-                regerror(re_rc, &cms[compiled].re, msg, sizeof(msg));
-                snprintf(err, errcap, "invalid regular expression for label %s: %s",
-                         m[compiled].name, msg);
+            char msg[200];
+            if (promre_compile(&cms[compiled].re, m[compiled].value, msg, sizeof(msg)) != 0) {
+                snprintf(err, errcap, "label %s: %s", m[compiled].name, msg);
                 rc = -EINVAL;
                 goto out;
             }
@@ -520,7 +500,7 @@ int index_match(tsdb_index *ix, const char *tenant, const stele_matcher *m, size
 out:
     for (size_t i = 0; i < compiled; i++)
         if (cms[i].has_re)
-            regfree(&cms[i].re);
+            promre_free(&cms[i].re);
     free(cms);
     free(acc.ids);
     return rc;

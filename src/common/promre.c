@@ -1,0 +1,175 @@
+/*
+ * promre.c — RE2 → POSIX ERE translation and UTF-8 matching; see promre.h.
+ */
+#include "common/promre.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Appends s to out (bounded). */
+static void put(char *out, size_t cap, size_t *n, const char *s)
+{
+    size_t l = strlen(s);
+    if (*n + l < cap) {
+        memcpy(out + *n, s, l);
+        *n += l;
+    } else {
+        *n = cap; /* overflow marker */
+    }
+}
+
+/* Translates an RE2 pattern to an anchored POSIX ERE. *icase for a leading (?i). */
+static int translate(const char *in, char *out, size_t cap, bool *icase, char *err, size_t errcap)
+{
+    size_t n = 0;
+    bool in_class = false;
+    *icase = false;
+    if (!strncmp(in, "(?i)", 4)) {
+        *icase = true;
+        in += 4;
+    }
+    put(out, cap, &n, "^(");
+    for (const char *p = in; *p; p++) {
+        char c = *p;
+        if (c == '\\' && p[1]) {
+            char e = *++p;
+            const char *cls = NULL, *neg = NULL;
+            switch (e) {
+            case 'd':
+                cls = "0-9";
+                break;
+            case 'D':
+                neg = "0-9";
+                break;
+            case 'w':
+                cls = "[:alnum:]_";
+                break;
+            case 'W':
+                neg = "[:alnum:]_";
+                break;
+            case 's':
+                cls = "[:space:]";
+                break;
+            case 'S':
+                neg = "[:space:]";
+                break;
+            default:
+                break;
+            }
+            if (cls || neg) {
+                if (in_class && cls) {
+                    put(out, cap, &n, cls);
+                } else if (in_class) {
+                    snprintf(err, errcap, "negated class \\%c inside [...] is not supported", e);
+                    return -EINVAL;
+                } else {
+                    put(out, cap, &n, cls ? "[" : "[^");
+                    put(out, cap, &n, cls ? cls : neg);
+                    put(out, cap, &n, "]");
+                }
+                continue;
+            }
+            char esc[3] = {'\\', e, 0};
+            if (in_class) { /* POSIX brackets have no escapes: use the character */
+                esc[0] = e;
+                esc[1] = 0;
+            }
+            put(out, cap, &n, esc);
+            continue;
+        }
+        if (in_class) {
+            if (c == ']' && p[-1] != '[' && !(p[-1] == '^' && p[-2] == '['))
+                in_class = false;
+            char s[2] = {c, 0};
+            put(out, cap, &n, s);
+            continue;
+        }
+        if (c == '[') {
+            in_class = true;
+            put(out, cap, &n, "[");
+            continue;
+        }
+        if (c == '(' && p[1] == '?') {
+            if (p[2] == ':') {
+                put(out, cap, &n, "(");
+                p += 2;
+                continue;
+            }
+            snprintf(err, errcap, "unsupported group syntax \"(?%c\" in regular expression", p[2]);
+            return -EINVAL;
+        }
+        if ((c == '*' || c == '+' || c == '?' || c == '}') && p[1] == '?') {
+            snprintf(err, errcap, "lazy quantifiers are not supported in regular expressions");
+            return -EINVAL;
+        }
+        char s[2] = {c, 0};
+        put(out, cap, &n, s);
+    }
+    put(out, cap, &n, ")$");
+    if (n >= cap) {
+        snprintf(err, errcap, "regular expression too long");
+        return -EINVAL;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+int promre_compile(promre *r, const char *pattern, char *err, size_t errcap)
+{
+    memset(r, 0, sizeof(*r));
+    size_t cap = strlen(pattern) * 12 + 16;
+    char *posix = malloc(cap);
+    bool icase;
+    if (!posix)
+        return -ENOMEM;
+    int rc = translate(pattern, posix, cap, &icase, err, errcap);
+    if (rc) {
+        free(posix);
+        return rc;
+    }
+    r->loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+    locale_t old = r->loc ? uselocale(r->loc) : (locale_t)0;
+    int re_rc = regcomp(&r->re, posix, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
+    if (r->loc)
+        uselocale(old);
+    free(posix);
+    if (re_rc != 0) {
+        char msg[128];
+        regerror(re_rc, &r->re, msg, sizeof(msg));
+        snprintf(err, errcap, "invalid regular expression: %s", msg);
+        if (r->loc)
+            freelocale(r->loc);
+        r->loc = (locale_t)0;
+        return -EINVAL;
+    }
+    r->compiled = true;
+    return 0;
+}
+
+bool promre_match(const promre *r, const char *s, size_t len)
+{
+    char stackbuf[512];
+    char *z = len < sizeof(stackbuf) ? stackbuf : malloc(len + 1);
+    if (!z)
+        return false;
+    memcpy(z, s, len);
+    z[len] = '\0';
+    locale_t old = r->loc ? uselocale(r->loc) : (locale_t)0;
+    bool match = regexec(&r->re, z, 0, NULL, 0) == 0;
+    if (r->loc)
+        uselocale(old);
+    if (z != stackbuf)
+        free(z);
+    return match;
+}
+
+void promre_free(promre *r)
+{
+    if (r->compiled)
+        regfree(&r->re);
+    if (r->loc)
+        freelocale(r->loc);
+    memset(r, 0, sizeof(*r));
+}
