@@ -36,6 +36,7 @@ static int translate(const char *in, char *out, size_t cap, bool *icase, char *e
         if (c == '\\' && p[1]) {
             char e = *++p;
             const char *cls = NULL, *neg = NULL;
+            /* RE2's Perl classes are ASCII-only. */
             switch (e) {
             case 'd':
                 cls = "0-9";
@@ -44,17 +45,58 @@ static int translate(const char *in, char *out, size_t cap, bool *icase, char *e
                 neg = "0-9";
                 break;
             case 'w':
-                cls = "[:alnum:]_";
+                cls = "0-9A-Za-z_";
                 break;
             case 'W':
-                neg = "[:alnum:]_";
+                neg = "0-9A-Za-z_";
                 break;
             case 's':
-                cls = "[:space:]";
+                cls = "\t\n\f\r ";
                 break;
             case 'S':
-                neg = "[:space:]";
+                neg = "\t\n\f\r ";
                 break;
+            case 'p':
+            case 'P': {
+                /* Unicode classes, approximated by the UTF-8 locale's POSIX classes. */
+                const char *name = p + 1;
+                size_t nl = 1;
+                if (*name == '{') {
+                    const char *close = strchr(name, '}');
+                    if (!close) {
+                        snprintf(err, errcap, "missing } in \\p{...}");
+                        return -EINVAL;
+                    }
+                    name++;
+                    nl = (size_t)(close - name);
+                }
+                const char *posix = NULL;
+                if ((nl == 1 && *name == 'L') || (nl == 6 && !strncmp(name, "Letter", 6)))
+                    posix = "[:alpha:]";
+                else if (nl == 2 && !strncmp(name, "Lu", 2))
+                    posix = "[:upper:]";
+                else if (nl == 2 && !strncmp(name, "Ll", 2))
+                    posix = "[:lower:]";
+                else if ((nl == 1 && *name == 'N') || (nl == 2 && !strncmp(name, "Nd", 2)))
+                    posix = "[:digit:]";
+                else if (nl == 1 && *name == 'P')
+                    posix = "[:punct:]";
+                else if (nl == 1 && *name == 'Z')
+                    posix = "[:space:]";
+                if (!posix) {
+                    snprintf(err, errcap, "unsupported Unicode class \\%c{%.*s}", e, (int)nl, name);
+                    return -EINVAL;
+                }
+                if (name[-1] == '{')
+                    p = name + nl; /* at the closing brace */
+                else
+                    p = name;
+                if (e == 'p')
+                    cls = posix;
+                else
+                    neg = posix;
+                break;
+            }
             default:
                 break;
             }

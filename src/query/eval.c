@@ -762,7 +762,9 @@ static int eval_aggregate(qctx *q, const pq_node *n, value *out)
                     if (!isinf(v) && !isnan(v))
                         break;
                 }
-                o->v[k] = mean + v / cnt[k] - mean / cnt[k];
+                /* Parenthesised as Prometheus evaluates it: the difference first, so
+                 * values near the float64 maximum do not overflow. */
+                o->v[k] = mean + (v / cnt[k] - mean / cnt[k]);
                 break;
             }
             }

@@ -11,7 +11,7 @@
  *
  * Semantics follow Prometheus 2.x's yacc grammar (generated_parser.y) where they can
  * change a result:
- *   precedence  or < and unless < == != <= < >= > < + - < * / % (atan2) < ^, all left-
+ *   precedence  or < and unless < == != <= < >= > < + - < * / % < ^, all left-
  *               associative but ^; a unary sign binds like * (so -2^2 = -4, -a*b =
  *               (-a)*b) and `- <number>` folds into the number; `offset` and `[range]`
  *               are postfix and bind tightest (-x offset 5m = -(x offset 5m)).
@@ -32,6 +32,9 @@
  * error, which is the one to fix first. The message is "parse error at char N: …",
  * N the 1-based byte position.
  *
+ * Outside the subset, with errors that say so: subqueries, @, group_left/group_right,
+ * atan2, and the other Prometheus functions and aggregations.
+ *
  * Deviations, chosen for the evaluator's sake: a parenthesised range vector, which is
  * only legal as a function argument or as the whole query, is returned as the range
  * selector itself (Prometheus' engine unwraps it the same way), so every node of type
@@ -48,7 +51,9 @@
  * that no other node consumes (a number, a name, an operator, a pair of parentheses),
  * and every string the tree holds is a decoded or copied piece of the query plus a NUL,
  * so a query of n bytes needs at most n nodes and 2n bytes of strings. Running past
- * that budget would be a bug here, and fails with -ENOMEM rather than growing.
+ * that budget would be a bug here, and fails with -ENOMEM rather than growing. A node is
+ * ~800 bytes (pq_node holds its matcher and label arrays inline), so the densest 64 KiB
+ * query, a shallow tree of `(1+1)+(1+1)…`, takes ~45 MB for ~20 ms.
  */
 #include "stele/promql.h"
 
@@ -56,7 +61,7 @@
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
-#include <regex.h>
+#include "common/promre.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,9 +77,12 @@
 /* glibc's regcomp copies a bounded repetition's operand once per repeat, so `(a{99}){99}`
  * compiles to ~10^4 nodes and one more level to ~10^6. This bounds the product of
  * repetition counts along any nesting path times the pattern's size: enough for any
- * real label regex (hostnames, IPs, `.{0,1000}`), small enough that compiling costs at
- * most a few milliseconds and megabytes. */
+ * real label regex (hostnames, IPs, `.{0,1000}`), small enough that compiling one costs
+ * at most ~10 ms and ~15 MB. */
 #define REGEX_MAX_EXPANSION 65536u
+/* The same bound over all regexes of one query, so a 64 KiB query of thousands of
+ * near-limit regexes cannot buy seconds of compiling (each near-limit one is ~10 ms). */
+#define REGEX_MAX_TOTAL_EXPANSION (16u * REGEX_MAX_EXPANSION)
 /* Group nesting in a regex. glibc's regex parser recurses per group; this keeps its
  * stack use small, and no real label regex nests deeper. */
 #define REGEX_MAX_NESTING PQ_MAX_DEPTH
@@ -467,6 +475,7 @@ typedef struct {
     char syntax_msg[256];
     char type_msg[256]; /* the first type error; reported if no syntax error comes */
     bool type_failed;
+    size_t regex_expansion; /* summed over the query's regexes so far */
 } parser;
 
 static void vformat_error(char *buf, size_t cap, size_t pos, const char *fmt, va_list ap)
@@ -533,7 +542,7 @@ static const char *quote_text(char *buf, size_t cap, const char *s, size_t len)
     return buf;
 }
 
-/* A character as Go's %q prints a rune: 'x', '\n', '\x00', '\u00e9'. */
+/* One byte of the query as Go's %q shows a character: 'x', '\n', '\x00'. */
 static const char *quote_char(char *buf, size_t cap, const char *s)
 {
     unsigned char c = (unsigned char)s[0];
@@ -765,7 +774,10 @@ static int number_value(parser *p, const char *s, size_t len, double *out)
         *out = (double)v;
         return 0;
     }
-    if (len >= 2 && s[0] == '0' && strspn(s, "01234567") == len) {
+    size_t octal_digits = 0;
+    while (octal_digits < len && s[octal_digits] >= '0' && s[octal_digits] <= '7')
+        octal_digits++;
+    if (len >= 2 && s[0] == '0' && octal_digits == len) {
         uint64_t v = 0;
         bool ok = true;
         for (size_t i = 1; i < len && ok; i++) {
@@ -1208,8 +1220,8 @@ static int unexpected(parser *p, const token *t, const char *context, const char
     char d[QUOTE_MAX_BYTES * 4 + 64];
     if (t->kind == TOK_ERROR)
         return -EINVAL; /* the lexer said why */
-    describe_token(p, t, d, sizeof(d));
-    return syntax_error(p, t->start, "unexpected %s%s%s%s%s", d, context ? " in " : "",
+    const char *what = describe_token(p, t, d, sizeof(d));
+    return syntax_error(p, t->start, "unexpected %s%s%s%s%s", what, context ? " in " : "",
                         context ? context : "", expected ? ", expected " : "",
                         expected ? expected : "");
 }
@@ -1402,23 +1414,27 @@ static int regex_check(parser *p, size_t pos, const char *re, bool *matches_empt
                    quote_text(q, sizeof(q), re, strlen(re)), REGEX_MAX_EXPANSION);
         return 0;
     }
+    p->regex_expansion += size;
+    if (p->regex_expansion > REGEX_MAX_TOTAL_EXPANSION) {
+        type_error(p, pos,
+                   "the query's regular expressions are too complex together (their "
+                   "repetitions expand to more than %u elements)",
+                   REGEX_MAX_TOTAL_EXPANSION);
+        return 0;
+    }
     size_t len = strlen(re);
-    char *anchored = malloc(len + 5);
-    if (!anchored)
+    promre compiled;
+    char msg[200];
+    int rc = promre_compile(&compiled, re, msg, sizeof(msg));
+    if (rc == -ENOMEM)
         return out_of_memory(p);
-    snprintf(anchored, len + 5, "^(%s)$", re);
-    regex_t compiled;
-    int rc = regcomp(&compiled, anchored, REG_EXTENDED | REG_NOSUB);
-    free(anchored);
     if (rc != 0) {
-        char msg[128];
-        regerror(rc, &compiled, msg, sizeof(msg));
         type_error(p, pos, "invalid regular expression %s: %s", quote_text(q, sizeof(q), re, len),
                    msg);
         return 0;
     }
-    *matches_empty = regexec(&compiled, "", 0, NULL, 0) == 0;
-    regfree(&compiled);
+    *matches_empty = promre_match(&compiled, "", 0);
+    promre_free(&compiled);
     return 0;
 }
 
@@ -1886,8 +1902,10 @@ static int parse_aggregate(parser *p, const token *op_tok, pq_node **out)
     if (!aggop_of(op_tok->kw, &op)) {
         char lower[32];
         size_t len = op_tok->end - op_tok->start;
-        for (size_t i = 0; i < len && i < sizeof(lower) - 1; i++)
-            lower[i] = (char)(p->src[op_tok->start + i] | 0x20);
+        for (size_t i = 0; i < len && i < sizeof(lower) - 1; i++) {
+            char c = p->src[op_tok->start + i];
+            lower[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+        }
         lower[len < sizeof(lower) - 1 ? len : sizeof(lower) - 1] = '\0';
         return syntax_error(p, op_tok->start, "aggregation %s is not supported",
                             quote_text(q, sizeof(q), lower, strlen(lower)));

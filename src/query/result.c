@@ -25,10 +25,14 @@ int stele_format_prom_float(double v, char *buf, size_t cap)
         return snprintf(buf, cap, v > 0 ? "+Inf" : "-Inf");
     if (v == 0)
         return snprintf(buf, cap, signbit(v) ? "-0" : "0");
-    /* Shortest scientific form that reads back exactly. */
+    /* Shortest scientific form that reads back exactly. A value with a representation
+     * of at most 15 significant digits rounds, at 15 digits, to that representation
+     * padded with zeros (a double is exact to ~15.95 digits), so trying 15, 16 and 17
+     * digits and trimming trailing zeros finds the shortest in at most three tries.
+     * Subnormals have fewer significant digits, so they search from one. */
     char sci[40];
     int prec;
-    for (prec = 0; prec < 17; prec++) {
+    for (prec = fpclassify(v) == FP_SUBNORMAL ? 0 : 14; prec < 17; prec++) {
         snprintf(sci, sizeof(sci), "%.*e", prec, v);
         if (strtod(sci, NULL) == v)
             break;
