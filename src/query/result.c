@@ -25,6 +25,35 @@ int stele_format_prom_float(double v, char *buf, size_t cap)
         return snprintf(buf, cap, v > 0 ? "+Inf" : "-Inf");
     if (v == 0)
         return snprintf(buf, cap, signbit(v) ? "-0" : "0");
+    /* Fast path for short decimals (most sensor data): the smallest d with
+     * v = m / 10^d exactly; the division being correctly rounded like strtod, the
+     * digits of m with the point d places from the right read back to v, and no shorter
+     * form exists since every smaller d failed. */
+    static const double pow10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
+    if (fabs(v) < 1e15) {
+        for (int d = 0; d < 7; d++) {
+            double m = nearbyint(v * pow10[d]);
+            if (fabs(m) >= 9e15 || m / pow10[d] != v)
+                continue;
+            char digits[24];
+            int nd = snprintf(digits, sizeof(digits), "%lld", (long long)fabs(m));
+            size_t n = 0;
+            if (v < 0)
+                buf[n++] = '-';
+            if (nd <= d) {
+                buf[n++] = '0';
+                buf[n++] = '.';
+                for (int z = 0; z < d - nd; z++)
+                    buf[n++] = '0';
+                n += (size_t)snprintf(buf + n, cap - n, "%s", digits);
+            } else if (d == 0) {
+                n += (size_t)snprintf(buf + n, cap - n, "%s", digits);
+            } else {
+                n += (size_t)snprintf(buf + n, cap - n, "%.*s.%s", nd - d, digits, digits + nd - d);
+            }
+            return (int)n;
+        }
+    }
     /* Shortest scientific form that reads back exactly. A value with a representation
      * of at most 15 significant digits rounds, at 15 digits, to that representation
      * padded with zeros (a double is exact to ~15.95 digits), so trying 15, 16 and 17

@@ -124,9 +124,16 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
     int rc = index_match(&db->ix, tenant, matchers, nmatchers, &ids, &nids, err, errcap);
     if (rc)
         return rc;
+    /* Key order is block order: each block's groups are then decompressed once. */
+    tsdb_series **order = NULL;
+    rc = series_in_key_order(db, ids, nids, &order);
+    if (rc) {
+        free(ids);
+        return rc;
+    }
     tsdb_view_acquire(db, &active, &frozen, &blocks);
     for (size_t i = 0; i < nids && rc == 0; i++) {
-        uint64_t id = ids[i];
+        uint64_t id = order[i]->id;
         acc.n = 0;
         for (size_t b = 0; b < blocks->n && rc == 0; b++) {
             const tsdb_block *blk = blocks->blocks[b];
@@ -152,10 +159,10 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
             rc = merge_head(active, id, mint, maxt, &acc, &out);
         if (rc || acc.n == 0)
             continue;
-        tsdb_series *s = index_get(&db->ix, id);
+        tsdb_series *s = order[i];
         const char *t;
         size_t tl, nl;
-        if (!s || series_key_decode(s->key, s->key_len, &t, &tl, labels, &nl) != 0) {
+        if (series_key_decode(s->key, s->key_len, &t, &tl, labels, &nl) != 0) {
             rc = -EBADMSG;
             break;
         }
@@ -173,6 +180,7 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
     free(out.v);
     free(tmp.ts);
     free(tmp.v);
+    free(order);
     free(ids);
     return rc;
 }

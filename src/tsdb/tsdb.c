@@ -855,7 +855,7 @@ static int series_key_cmp(const void *a, const void *b)
 /* The series of ids sorted by key: blocks store similar series (same tenant and metric,
  * hence similar values) next to each other, which zstd compresses markedly better than
  * creation order. *out malloc'd. */
-static int series_in_key_order(stele_tsdb *db, const uint64_t *ids, size_t n, tsdb_series ***out)
+int series_in_key_order(stele_tsdb *db, const uint64_t *ids, size_t n, tsdb_series ***out)
 {
     tsdb_series **order = malloc((n + 1) * sizeof(*order));
     if (!order)

@@ -78,6 +78,9 @@ struct stele_tsdb {
 int64_t tsdb_now(stele_tsdb *db);
 block_set *tsdb_blocks_acquire(stele_tsdb *db);
 void block_set_release(block_set *s);
+/* The series of ids sorted by key — the order blocks store them in, so reading in it
+ * walks every block's groups sequentially. *out malloc'd. */
+int series_in_key_order(stele_tsdb *db, const uint64_t *ids, size_t n, tsdb_series ***out);
 /* Snapshot for readers: references to the heads and the block set. */
 void tsdb_view_acquire(stele_tsdb *db, tsdb_head **active, tsdb_head **frozen, block_set **blocks);
 
