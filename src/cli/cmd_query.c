@@ -207,6 +207,10 @@ int cmd_query(int argc, char **argv)
         cli_error("query", "a range query needs both --start and --end");
         return CLI_EXIT_USAGE;
     }
+    if (!range && step) {
+        cli_error("query", "--step is for range queries; add --start and --end");
+        return CLI_EXIT_USAGE;
+    }
     if (range && time_arg) {
         cli_error("query", "--time is for instant queries; use --start/--end or --time");
         return CLI_EXIT_USAGE;

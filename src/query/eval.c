@@ -74,7 +74,7 @@ static int check_budget(qctx *q)
         return qerror(q, STELE_QERR_TIMEOUT, "time", "query was cancelled");
     if (clock_mono_ns() > q->deadline)
         return qerror(q, STELE_QERR_TIMEOUT, "time",
-                      "query timed out after %.1f s; narrow the selectors or the time range",
+                      "query timed out after %.3f s; narrow the selectors or the time range",
                       q->limits->timeout_ns / 1e9);
     if (q->stats->samples > q->limits->max_samples)
         return qerror(q, STELE_QERR_EXECUTION, "samples",
@@ -1292,7 +1292,7 @@ int stele_query_eval(stele_tsdb *db, const char *tenant, const pq_expr *expr, in
             goto fail;
         }
         uint64_t steps = (uint64_t)((end - start) / step) + 1;
-        if (steps > limits->max_steps) {
+        if (steps - 1 > limits->max_steps) { /* intervals, as Prometheus counts */
             rc = qerror(&q, STELE_QERR_BAD_DATA, "steps",
                         "exceeded maximum resolution of %llu points per timeseries. Try "
                         "decreasing the query resolution (?step=XX)",

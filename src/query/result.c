@@ -1,9 +1,9 @@
 /*
  * result.c — query results as Prometheus' JSON "data" object and as a text table.
  *
- * Floats print as Go's strconv.FormatFloat(v, 'f', -1, 64) does — the shortest digits
- * that read back to the same float64, never in exponent form — because that is what
- * Prometheus returns and what clients compare against. Timestamps are seconds with
+ * Floats print as Prometheus' JSON encoder does: the shortest digits that read back to
+ * the same float64, in Go's 'f' form, or 'e' form below 1e-6 and from 1e21 — because
+ * that is what Prometheus returns and what clients compare against. Timestamps are seconds with
  * millisecond resolution, trailing zeros dropped.
  */
 #include <errno.h>
@@ -54,20 +54,85 @@ int stele_format_prom_float(double v, char *buf, size_t cap)
             return (int)n;
         }
     }
-    /* Shortest scientific form that reads back exactly. A value with a representation
-     * of at most 15 significant digits rounds, at 15 digits, to that representation
-     * padded with zeros (a double is exact to ~15.95 digits), so trying 15, 16 and 17
-     * digits and trimming trailing zeros finds the shortest in at most three tries.
-     * Subnormals have fewer significant digits, so they search from one. */
+    /* Shortest digits that read back exactly: take the 17 significant digits (always
+     * enough), then try them rounded to 15 and 16. A value with a representation of at
+     * most 15 digits rounds at 15 to that representation padded with zeros (a double is
+     * exact to ~15.95 digits), which the trimming below removes. Candidates are checked
+     * with one exact multiplication or division when both factors are exact doubles
+     * (Clinger's fast path), strtod otherwise. Subnormals have fewer significant digits
+     * and go through strtod from one digit up. */
     char sci[40];
-    int prec;
-    for (prec = fpclassify(v) == FP_SUBNORMAL ? 0 : 14; prec < 17; prec++) {
-        snprintf(sci, sizeof(sci), "%.*e", prec, v);
-        if (strtod(sci, NULL) == v)
-            break;
+    if (fpclassify(v) == FP_SUBNORMAL) {
+        int prec;
+        for (prec = 0; prec < 17; prec++) {
+            snprintf(sci, sizeof(sci), "%.*e", prec, v);
+            if (strtod(sci, NULL) == v)
+                break;
+        }
+        if (prec == 17)
+            snprintf(sci, sizeof(sci), "%.16e", v);
+    } else {
+        static const double exact10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                         1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                         1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+        /* 20 correctly rounded digits: rounding them to 15..17 is correct rounding
+         * except in exact ties at the 20th digit, which a double cannot produce. */
+        snprintf(sci, sizeof(sci), "%.19e", v);
+        const char *e = strchr(sci, 'e');
+        int exp10 = atoi(e + 1);
+        char d17[21];
+        int k = 0;
+        for (const char *q = sci; q < e; q++)
+            if (*q >= '0' && *q <= '9')
+                d17[k++] = *q;
+        for (int p = 15; p <= 17; p++) {
+            /* Round the digits to p (half up), as an integer mantissa. A 5 followed by
+             * zeros may be a rounded-up tail or a true tie: printf rounds the exact
+             * value correctly (ties to even, as Go), so ask it in that case. */
+            bool tie = d17[p] == '5';
+            for (int i = p + 1; tie && i < k; i++)
+                tie = d17[i] == '0';
+            unsigned long long m = 0;
+            int e10 = exp10;
+            if (tie) {
+                char exact[40];
+                snprintf(exact, sizeof(exact), "%.*e", p - 1, fabs(v));
+                const char *ee = strchr(exact, 'e');
+                for (const char *q = exact; q < ee; q++)
+                    if (*q >= '0' && *q <= '9')
+                        m = m * 10 + (unsigned long long)(*q - '0');
+                e10 = atoi(ee + 1);
+            } else {
+                for (int i = 0; i < p; i++)
+                    m = m * 10 + (unsigned long long)(d17[i] - '0');
+                if (d17[p] >= '5') {
+                    m++;
+                    if (m == (p == 15   ? 1000000000000000ull
+                              : p == 16 ? 10000000000000000ull
+                                        : 100000000000000000ull)) {
+                        m /= 10;
+                        e10++;
+                    }
+                }
+            }
+            int scale = e10 - (p - 1); /* value = m × 10^scale */
+            double back;
+            if (m < (1ull << 53) && scale >= -22 && scale <= 22)
+                back = scale >= 0 ? (double)m * exact10[scale] : (double)m / exact10[-scale];
+            else {
+                char cand[40];
+                snprintf(cand, sizeof(cand), "%llue%d", m, scale);
+                back = strtod(cand, NULL);
+            }
+            if (back == fabs(v) || p == 17) {
+                char digits[20];
+                snprintf(digits, sizeof(digits), "%llu", m);
+                snprintf(sci, sizeof(sci), "%s%c.%se%d", v < 0 ? "-" : "", digits[0], digits + 1,
+                         e10);
+                break;
+            }
+        }
     }
-    if (prec == 17)
-        snprintf(sci, sizeof(sci), "%.16e", v);
     /* sci = [-]d[.ddd]e[+-]XX → digits and exponent. */
     char digits[24];
     size_t nd = 0;
@@ -81,6 +146,21 @@ int stele_format_prom_float(double v, char *buf, size_t cap)
     int exp10 = atoi(p + 1);
     while (nd > 1 && digits[nd - 1] == '0')
         nd--;
+    /* Prometheus (jsonutil.MarshalValue) switches to Go's 'e' format below 1e-6 and
+     * from 1e21: d[.ddd]e±XX with at least two exponent digits. */
+    if (fabs(v) < 1e-6 || fabs(v) >= 1e21) {
+        size_t n = 0;
+        if (neg)
+            buf[n++] = '-';
+        buf[n++] = digits[0];
+        if (nd > 1) {
+            buf[n++] = '.';
+            memcpy(buf + n, digits + 1, nd - 1);
+            n += nd - 1;
+        }
+        n += (size_t)snprintf(buf + n, cap - n, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
+        return (int)n;
+    }
     /* Value = 0.d1d2… × 10^(exp10+1). */
     int point = exp10 + 1; /* digits before the decimal point */
     size_t n = 0;

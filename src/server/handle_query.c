@@ -146,9 +146,16 @@ static int parse_prom_time(const char *text, int64_t *ns)
     char *end;
     double secs = strtod(text, &end);
     if (end != text && *end == '\0') {
-        if (!isfinite(secs) || fabs(secs) > 9.2e9)
+        if (isnan(secs))
             return -EINVAL;
-        *ns = (int64_t)llround(secs * 1000) * 1000000;
+        /* Clients send far-away bounds to mean "everything" (Prometheus accepts any
+         * int64 milliseconds); beyond what nanoseconds hold, clamp. */
+        if (secs > 9.2e9)
+            *ns = INT64_MAX;
+        else if (secs < -9.2e9)
+            *ns = INT64_MIN;
+        else
+            *ns = (int64_t)llround(secs * 1000) * 1000000;
         return 0;
     }
     struct tm tm = {0};
@@ -313,7 +320,8 @@ mhd_result handle_query(stele_server *s, struct MHD_Connection *c, request *r, b
                                       "invalid parameter \"step\": zero or negative query "
                                       "resolution step widths are not accepted. Try a positive "
                                       "integer");
-        if ((uint64_t)((w.end - w.start) / w.step) + 1 > w.limits.max_steps) {
+        /* As Prometheus: the number of intervals, not of points, is capped. */
+        if ((uint64_t)((w.end - w.start) / w.step) > w.limits.max_steps) {
             server_count_refusal(s, tenant, "steps");
             return respond_prom_error(c, 400, "bad_data",
                                       "exceeded maximum resolution of 11,000 points per "

@@ -326,7 +326,7 @@ static mhd_result route(stele_server *s, struct MHD_Connection *c, request *r, c
         return handle_flush(s, c, r);
     if (!strcmp(url, "/metrics") && get)
         return handle_metrics(s, c, r);
-    if (!strcmp(url, "/api/v1/status/buildinfo") && get)
+    if (!strcmp(url, "/api/v1/status/buildinfo") && (get || post))
         return handle_buildinfo(s, c, r);
     if (!strcmp(url, "/api/v1/query") && (get || post))
         return handle_query(s, c, r, false);
@@ -348,7 +348,7 @@ static mhd_result route(stele_server *s, struct MHD_Connection *c, request *r, c
             return handle_labels(s, c, r, label);
         }
     }
-    if (!strcmp(url, "/api/v1/metadata") && get)
+    if (!strcmp(url, "/api/v1/metadata") && (get || post))
         return handle_metadata(s, c, r);
     if (!strncmp(url, "/api/v1/tokens", 14) && (url[14] == '\0' || url[14] == '/'))
         return handle_tokens(s, c, r, url + 14);

@@ -248,23 +248,24 @@ static void test_float_format(void **state)
         double v;
         const char *want;
     } cases[] = {{0.1, "0.1"},
-                 {1e21, "1000000000000000000000"},
-                 {1e-7, "0.0000001"},
+                 {1e21, "1e+21"},
+                 {1.5e21, "1.5e+21"},
+                 {1e-7, "1e-07"},
+                 {0.000001, "0.000001"},
                  {-2.5, "-2.5"},
                  {123456789, "123456789"},
                  {0.35000000000000003, "0.35000000000000003"},
+                 {-973771.6208221955, "-973771.6208221955"},
+                 {-7.145884305278594e+277, "-7.145884305278594e+277"},
                  {NAN, "NaN"},
                  {INFINITY, "+Inf"},
                  {-INFINITY, "-Inf"},
-                 {5e-324, "0." /* prefix checked below */}};
+                 {5e-324, "5e-324"},
+                 {-0.0, "-0"}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         stele_format_prom_float(cases[i].v, buf, sizeof(buf));
-        if (i == sizeof(cases) / sizeof(cases[0]) - 1) {
-            assert_true(strncmp(buf, "0.000", 5) == 0 && buf[strlen(buf) - 1] == '5');
-            assert_true(strtod(buf, NULL) == 5e-324);
-        } else if (strcmp(buf, cases[i].want) != 0) {
+        if (strcmp(buf, cases[i].want) != 0)
             fail_msg("format(%.17g): expected %s, got %s", cases[i].v, cases[i].want, buf);
-        }
     }
 }
 
