@@ -41,9 +41,10 @@
  * range vector is a PQ_MATRIX_SELECTOR; strings may not contain NUL (they are C
  * strings); the tree may be at most PQ_MAX_DEPTH nodes deep (a 64 KiB `1+1+…` would
  * otherwise be 32768 levels for the evaluator to recurse through); regular expressions
- * are compiled here with the same POSIX anchoring the store uses (^(re)$), so a bad one
- * is a parse error, and one whose compiled form would be huge is refused (see
- * REGEX_MAX_EXPANSION).
+ * are compiled here with common/promre, as the store will match them, so a bad one is a
+ * parse error, and one that glibc's regex would take long over is refused first: stacked
+ * repetition operators (a*+, an error in Go's regexp too) and repetitions whose compiled
+ * form would be huge (see REGEX_MAX_EXPANSION).
  *
  * MEMORY
  * All nodes and strings of a tree come from one arena owned by the pq_expr. Its budget
@@ -61,12 +62,13 @@
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
-#include "common/promre.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "common/promre.h"
 
 /* First arena block; most queries are a handful of nodes of ~800 bytes each. */
 #define ARENA_FIRST_BLOCK (8u * 1024u)
@@ -1296,6 +1298,8 @@ typedef struct {
     size_t i;
     unsigned depth;
     bool too_deep;
+    size_t nested_repeat_at; /* where a repetition operator follows another; 0 if none */
+    size_t nested_repeat_len;
 } regex_scan;
 
 static size_t regex_alternation(regex_scan *r);
@@ -1348,8 +1352,14 @@ static size_t regex_branch(regex_scan *r)
         } else if (c == '\\' && r->s[r->i]) {
             r->i++;
         }
+        /* Go's regexp (Prometheus) refuses a repetition of a repetition ("a**", "a?+",
+         * "a{2}{3}"), and glibc's regex takes exponential time on stacks of them
+         * (a*+*+*+*+ runs for minutes), so the first stacked operator is noted. A '?'
+         * right after an operator is Go's lazy marker, which promre refuses itself. */
+        size_t repeat_start = 0;
         for (;;) {
             char qc = r->s[r->i];
+            size_t op_start = r->i;
             if (qc == '*' || qc == '+' || qc == '?') {
                 atom = sat_mul(atom, 2);
                 r->i++;
@@ -1367,12 +1377,20 @@ static size_t regex_branch(regex_scan *r)
                     }
                 }
                 if (r->s[j] != '}')
-                    break; /* not a repetition; regcomp judges it */
+                    break; /* not a repetition; promre judges it */
                 r->i = j + 1;
                 atom = sat_mul(atom, sat_add(hi > lo ? hi : lo, 1));
             } else {
                 break;
             }
+            if (repeat_start && !r->nested_repeat_at) {
+                r->nested_repeat_at = repeat_start;
+                r->nested_repeat_len = r->i - repeat_start;
+            }
+            if (!repeat_start)
+                repeat_start = op_start;
+            if (r->s[r->i] == '?')
+                r->i++; /* lazy */
         }
         total = sat_add(total, atom);
     }
@@ -1405,6 +1423,13 @@ static int regex_check(parser *p, size_t pos, const char *re, bool *matches_empt
     if (scan.too_deep) {
         type_error(p, pos, "regular expression %s nests groups deeper than %d",
                    quote_text(q, sizeof(q), re, strlen(re)), REGEX_MAX_NESTING);
+        return 0;
+    }
+    if (scan.nested_repeat_at) {
+        char op[QUOTE_MAX_BYTES * 4 + 16];
+        type_error(p, pos, "invalid regular expression %s: invalid nested repetition operator: %s",
+                   quote_text(q, sizeof(q), re, strlen(re)),
+                   quote_text(op, sizeof(op), re + scan.nested_repeat_at, scan.nested_repeat_len));
         return 0;
     }
     if (size > REGEX_MAX_EXPANSION) {

@@ -17,6 +17,61 @@
 #include "query/query_internal.h"
 #include "stele/query.h"
 
+/* The shortest round-trip digits of a normal double as "[-]d.ddde±X" in sci, computed
+ * in x87 extended precision (64-bit mantissa): |v| × 10^k is exact to ~1e-19, so the
+ * 15-, 16- and 17-digit roundings are correct unless the scaled value lies within a
+ * small margin of a rounding boundary; then (a few percent of values) -1 sends the
+ * caller to the exact printf path. Each candidate is verified to read back to v with an
+ * exact double operation, so a wrong result is impossible; only speed depends on luck. */
+static int shortest_fast(double v, char *sci, size_t cap)
+{
+    static const double exact10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    double a = fabs(v);
+    if (!(a >= 1e-7 && a < 1e22))
+        return -1;
+    int e10 = (int)floor(log10(a));
+    long double scale = powl(10.0L, (long double)(16 - e10)); /* exact for |16-e10| <= 27 */
+    long double x17 = (long double)a * scale;
+    if (x17 < 1e16L) { /* log10 rounded the wrong way near a power of ten */
+        e10--;
+        x17 *= 10;
+    } else if (x17 >= 1e17L) {
+        e10++;
+        x17 /= 10;
+    }
+    for (int p = 15; p <= 17; p++) {
+        long double x = x17 / powl(10.0L, (long double)(17 - p));
+        long double fl = floorl(x), frac = x - fl;
+        if (fabsl(frac - 0.5L) < 0.02L)
+            return -1; /* too close to call in extended precision */
+        unsigned long long m = (unsigned long long)fl + (frac > 0.5L);
+        int e = e10;
+        unsigned long long limit = p == 15   ? 1000000000000000ull
+                                   : p == 16 ? 10000000000000000ull
+                                             : 100000000000000000ull;
+        if (m >= limit) {
+            m /= 10;
+            e++;
+        }
+        int sc = e - (p - 1);
+        if (m >= (1ull << 53) || sc < -22 || sc > 22) {
+            if (p < 17)
+                continue; /* cannot verify cheaply: try more digits */
+            return -1;
+        }
+        double back = sc >= 0 ? (double)m * exact10[sc] : (double)m / exact10[-sc];
+        if (back != a)
+            continue;
+        char digits[24];
+        snprintf(digits, sizeof(digits), "%llu", m);
+        snprintf(sci, cap, "%s%c.%se%d", v < 0 ? "-" : "", digits[0], digits + 1, e);
+        return 0;
+    }
+    return -1;
+}
+
 int stele_format_prom_float(double v, char *buf, size_t cap)
 {
     if (isnan(v))
@@ -75,6 +130,8 @@ int stele_format_prom_float(double v, char *buf, size_t cap)
         static const double exact10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                          1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                          1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+        if (shortest_fast(v, sci, sizeof(sci)) == 0)
+            goto have_sci;
         /* 20 correctly rounded digits: rounding them to 15..17 is correct rounding
          * except in exact ties at the 20th digit, which a double cannot produce. */
         snprintf(sci, sizeof(sci), "%.19e", v);
@@ -133,6 +190,7 @@ int stele_format_prom_float(double v, char *buf, size_t cap)
             }
         }
     }
+have_sci:
     /* sci = [-]d[.ddd]e[+-]XX → digits and exponent. */
     char digits[24];
     size_t nd = 0;

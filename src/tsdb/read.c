@@ -113,7 +113,7 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
     uint64_t *ids = NULL;
     size_t nids = 0;
     run_buf acc = {0}, out = {0}, tmp = {0};
-    block_cache cache = {0};
+    block_cache *caches = NULL; /* one per block: reads alternate between blocks */
     tsdb_head *active = NULL, *frozen = NULL;
     block_set *blocks = NULL;
     stele_label labels[STELE_MAX_LABELS];
@@ -132,6 +132,9 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
         return rc;
     }
     tsdb_view_acquire(db, &active, &frozen, &blocks);
+    caches = calloc(blocks->n + 1, sizeof(*caches));
+    if (!caches)
+        rc = -ENOMEM;
     for (size_t i = 0; i < nids && rc == 0; i++) {
         uint64_t id = order[i]->id;
         acc.n = 0;
@@ -144,7 +147,7 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
                 continue;
             rc = run_reserve(&tmp, e->npoints);
             if (rc == 0)
-                rc = block_read_series(blk, e, &cache, tmp.ts, tmp.v);
+                rc = block_read_series(blk, e, &caches[b], tmp.ts, tmp.v);
             if (rc) {
                 snprintf(err, errcap, "%s: damaged data for a series (%s)", blk->path,
                          strerror(-rc));
@@ -172,8 +175,10 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
     }
     head_unref(active);
     head_unref(frozen);
+    for (size_t b = 0; caches && b < blocks->n; b++)
+        block_cache_free(&caches[b]);
+    free(caches);
     block_set_release(blocks);
-    block_cache_free(&cache);
     free(acc.ts);
     free(acc.v);
     free(out.ts);

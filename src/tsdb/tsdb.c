@@ -1109,7 +1109,7 @@ static int block_union_ids(tsdb_block **in, size_t nin, uint64_t **ids, size_t *
 static int compact_blocks(stele_tsdb *db, tsdb_block **in, size_t nin)
 {
     block_writer *w = NULL;
-    block_cache cache = {0};
+    block_cache *caches = calloc(nin, sizeof(*caches)); /* one per input */
     sample_buf acc = {0}, tmp = {0}, out = {0};
     tsdb_block *merged = NULL;
     char name[64], path[TSDB_PATH_MAX + 64], err[512];
@@ -1125,7 +1125,7 @@ static int compact_blocks(stele_tsdb *db, tsdb_block **in, size_t nin)
                              .level = level,
                              .partition = in[0]->partition,
                              .zstd_level = 5};
-    rc = block_writer_begin(&bp, &w);
+    rc = caches ? block_writer_begin(&bp, &w) : -ENOMEM;
     /* The union of the inputs' series, in key order (see series_in_key_order). */
     uint64_t *ids = NULL;
     size_t nids = 0;
@@ -1144,7 +1144,7 @@ static int compact_blocks(stele_tsdb *db, tsdb_block **in, size_t nin)
                 continue;
             rc = sample_buf_reserve(&tmp, e->npoints);
             if (rc == 0)
-                rc = block_read_series(in[i], e, &cache, tmp.ts, tmp.v);
+                rc = block_read_series(in[i], e, &caches[i], tmp.ts, tmp.v);
             if (rc == 0)
                 rc = sample_buf_reserve(&out, acc.n + e->npoints);
             if (rc)
@@ -1183,7 +1183,9 @@ static int compact_blocks(stele_tsdb *db, tsdb_block **in, size_t nin)
     }
     block_unref(merged);
     block_writer_abort(w);
-    block_cache_free(&cache);
+    for (size_t i = 0; caches && i < nin; i++)
+        block_cache_free(&caches[i]);
+    free(caches);
     sample_buf_free(&acc);
     sample_buf_free(&tmp);
     sample_buf_free(&out);
