@@ -11,6 +11,8 @@
 # flush, peak RSS (VmHWM, read before any export inflates it), CPU seconds spent by the
 # server, and ratios Stele/VM. Stele acknowledges only after fsync; VictoriaMetrics
 # acknowledges before its data reaches the disk — the figures say so next to them.
+# The box may be shared: the report shows how busy the machine was while each server
+# ingested and which share of that no process of this run explains (and warns).
 #
 # Then (RECOVERY=1) the recovery time: Stele with a head large enough that the log holds
 # every point, kill -9, restart, time until /ready answers 200, and a count of the points
@@ -18,7 +20,8 @@
 # and prints where the server's time goes.
 #
 # Knobs (environment): TRUCKS (1000), POINTS (10000000), CLIENTS (2), BATCH_LINES (5000),
-# RECOVERY (1), PROFILE (0), VERIFY (1: count every point back through the export APIs),
+# RECOVERY (1), COLD (0; 1 drops the page cache before the recovery restart, as root),
+# PROFILE (0), VERIFY (1: count every point back through the export APIs),
 # VM_SETTLE_MAX (60: seconds to wait for VictoriaMetrics' size to settle), KEEP (0: keep
 # the work directory), WORKDIR (default: a fresh mktemp -d), BUILD_DIR (build), BUILD
 # (1; 0 uses the binaries already in BUILD_DIR, e.g. built from a clean checkout, and
@@ -79,8 +82,8 @@ log() { echo "ingest: $*" >&2; }
 # A loopback port nobody listens on (a race with other programs is possible; the server
 # then fails to bind and we stop loudly).
 free_port() {
-    local p i
-    for i in $(seq 1 100); do
+    local p
+    for _ in $(seq 1 100); do
         p=$((20000 + RANDOM % 40000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
@@ -107,9 +110,14 @@ wait_status() {
 # "busy steal total" jiffies of the whole machine (all cores), to show in the results
 # how loaded the box was while a server ingested (and whether a hypervisor took time).
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
-# machine_load BEFORE AFTER → "busy% steal%"
+# machine_load BEFORE AFTER SERVER_CPU_S CLIENT_CPU_S → "busy% steal% other%": how busy
+# all cores were, and the share of that no process of this run accounts for (other
+# programs on the box — a benchmark on a shared machine says so rather than mislead).
 machine_load() {
-    echo "$1 $2" | awk '{t = $6 - $3; if (t <= 0) t = 1; printf "%.0f %.1f", 100 * ($4 - $1) / t, 100 * ($5 - $2) / t}'
+    echo "$1 $2 $3 $4" | awk -v hz="$(getconf CLK_TCK)" '{
+        t = $6 - $3; if (t <= 0) t = 1
+        other = 100 * (($4 - $1) / hz - $7 - $8) / (t / hz); if (other < 0) other = 0
+        printf "%.0f %.1f %.0f", 100 * ($4 - $1) / t, 100 * ($5 - $2) / t, other}'
 }
 vmhwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 # CPU seconds (user + system) of a process, all threads.
@@ -148,9 +156,9 @@ thread_cpu_diff() {
 
 # stop_process PID: SIGTERM, then wait (bounded) — SIGKILL if it does not stop.
 stop_process() {
-    local pid=$1 i
+    local pid=$1
     kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 $((STOP_TIMEOUT * 10))); do
+    for _ in $(seq 1 $((STOP_TIMEOUT * 10))); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -192,7 +200,9 @@ if [ "$BUILD" = 1 ]; then
     cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     cmake --build "$BUILD_DIR" -j 2 --target stele ingest_load >/dev/null
 fi
-[ -x "$STELE" ] && [ -x "$LOAD" ] || die "$STELE or $LOAD missing (BUILD=0 needs them built)"
+if [ ! -x "$STELE" ] || [ ! -x "$LOAD" ]; then
+    die "$STELE or $LOAD missing (BUILD=0 needs them built)"
+fi
 command -v victoria-metrics >/dev/null || die "victoria-metrics is not installed (apt-get install victoria-metrics)"
 command -v jq >/dev/null || die "jq is not installed"
 # STELE_REV names the build when BUILD=0 points elsewhere than this checkout.
@@ -246,9 +256,10 @@ thread_sampler "$SPID" "$POSTER" "$WORK/threads.samples" &
 SAMPLER=$!
 wait "$POSTER" || { tail -20 "$SLOG" >&2; die "posting to stele failed"; }
 CPU1=$(cpu_s "$SPID")
-S_LOAD=$(machine_load "$M0" "$(machine_ticks)")
+M1=$(machine_ticks)
 wait "$SAMPLER" || true
 S_POST=$(cat "$WORK/stele.post")
+S_LOAD=$(machine_load "$M0" "$M1" "$(calc "$CPU1 - $CPU0")" "$(json_get "$S_POST" client_cpu_s)")
 echo "$S_POST" >>"$RESULTS"
 log "stele: $(json_get "$S_POST" points_per_s) points/s"
 S_THREADS=$(thread_cpu_diff "$WORK/threads.before" "$WORK/threads.samples")
@@ -269,6 +280,7 @@ S_TOTAL_B=$((S_BLOCKS_B + S_WAL_B))
 S_RSS=$(vmhwm_kib "$SPID")
 S_CPU=$(calc "$CPU1 - $CPU0")
 S_COUNT="-"
+S_SERIES="-"
 if [ "$VERIFY" = 1 ]; then
     CNT=$(count_points "$SURL" "$STOK") || exit 1
     read -r S_COUNT S_SERIES <<<"$CNT"
@@ -276,7 +288,7 @@ if [ "$VERIFY" = 1 ]; then
 fi
 stop_process "$SPID"
 S_AFTER_STOP_B=$(du -sb "$SDIR" | cut -f1)
-echo "{\"server\":\"stele\",\"flush\":$S_FLUSH,\"flush_s\":$S_FLUSH_S,\"blocks_bytes\":$S_BLOCKS_B,\"wal_bytes\":$S_WAL_B,\"block_points\":$S_BLOCK_POINTS,\"head_points\":$S_HEAD_POINTS,\"ingested\":$S_INGESTED,\"wal_fsyncs\":$S_FSYNCS,\"overload_rejections\":$S_REJECT,\"vmhwm_kib\":$S_RSS,\"cpu_s\":$S_CPU,\"exported_points\":\"$S_COUNT\",\"dir_bytes_after_stop\":$S_AFTER_STOP_B}" >>"$RESULTS"
+echo "{\"server\":\"stele\",\"flush\":$S_FLUSH,\"flush_s\":$S_FLUSH_S,\"blocks_bytes\":$S_BLOCKS_B,\"wal_bytes\":$S_WAL_B,\"block_points\":$S_BLOCK_POINTS,\"head_points\":$S_HEAD_POINTS,\"ingested\":$S_INGESTED,\"wal_fsyncs\":$S_FSYNCS,\"overload_rejections\":$S_REJECT,\"vmhwm_kib\":$S_RSS,\"cpu_s\":$S_CPU,\"exported_points\":\"$S_COUNT\",\"exported_series\":\"$S_SERIES\",\"dir_bytes_after_stop\":$S_AFTER_STOP_B}" >>"$RESULTS"
 rm -rf "$SDIR"
 
 # ---- VictoriaMetrics -----------------------------------------------------------------
@@ -298,7 +310,7 @@ V_POST=$("$LOAD" post --url "$VURL" --file "$WL" --clients "$CLIENTS" \
     --batch-lines "$BATCH_LINES" --label victoria-metrics) ||
     { tail -20 "$VLOG" >&2; die "posting to victoria-metrics failed"; }
 CPU1=$(cpu_s "$VPID")
-V_LOAD=$(machine_load "$M0" "$(machine_ticks)")
+V_LOAD=$(machine_load "$M0" "$(machine_ticks)" "$(calc "$CPU1 - $CPU0")" "$(json_get "$V_POST" client_cpu_s)")
 echo "$V_POST" >>"$RESULTS"
 log "victoria-metrics: $(json_get "$V_POST" points_per_s) points/s"
 # VictoriaMetrics buffers rows in memory and merges parts in the background: flush,
@@ -326,14 +338,18 @@ V_INDEX_B=$(du -sb "$VDIR/indexdb" | cut -f1)
 V_RSS=$(vmhwm_kib "$VPID")
 V_CPU=$(calc "$CPU1 - $CPU0")
 V_COUNT="-"
+V_SERIES="-"
 if [ "$VERIFY" = 1 ]; then
     CNT=$(count_points "$VURL") || exit 1
     read -r V_COUNT V_SERIES <<<"$CNT"
     [ "$V_COUNT" = "$NPOINTS" ] || log "WARNING: victoria-metrics exports $V_COUNT points, $NPOINTS were posted"
 fi
 stop_process "$VPID"
+# A check on the settled size: at shutdown VictoriaMetrics writes what it still held
+# into data/ and indexdb/ (and its caches into cache/, which is not data).
 V_AFTER_STOP_B=$(du -sb "$VDIR" | cut -f1)
-echo "{\"server\":\"victoria-metrics\",\"version\":\"$VM_VERSION\",\"settle_s\":$V_WAITED,\"total_bytes\":$V_TOTAL_B,\"data_bytes\":$V_DATA_B,\"indexdb_bytes\":$V_INDEX_B,\"vmhwm_kib\":$V_RSS,\"cpu_s\":$V_CPU,\"exported_points\":\"$V_COUNT\",\"dir_bytes_after_stop\":$V_AFTER_STOP_B}" >>"$RESULTS"
+V_AFTER_STOP_DATA_B=$(($(du -sb "$VDIR/data" | cut -f1) + $(du -sb "$VDIR/indexdb" | cut -f1)))
+echo "{\"server\":\"victoria-metrics\",\"version\":\"$VM_VERSION\",\"settle_s\":$V_WAITED,\"total_bytes\":$V_TOTAL_B,\"data_bytes\":$V_DATA_B,\"indexdb_bytes\":$V_INDEX_B,\"vmhwm_kib\":$V_RSS,\"cpu_s\":$V_CPU,\"exported_points\":\"$V_COUNT\",\"exported_series\":\"$V_SERIES\",\"dir_bytes_after_stop\":$V_AFTER_STOP_B,\"data_indexdb_bytes_after_stop\":$V_AFTER_STOP_DATA_B}" >>"$RESULTS"
 rm -rf "$VDIR"
 
 # ---- recovery ------------------------------------------------------------------------
@@ -378,12 +394,13 @@ if [ "$RECOVERY" = 1 ]; then
     R_HEAD_AFTER=$(metric_value "$(curl -sS -H "$RAUTH" "$RURL/metrics")" stele_tsdb_head_points)
     R_RSS_AFTER=$(vmhwm_kib "$SPID")
     R_COUNT="-"
+    R_SERIES="-"
     if [ "$VERIFY" = 1 ]; then
         CNT=$(count_points "$RURL" "$RDIR/admin.token") || exit 1
     read -r R_COUNT R_SERIES <<<"$CNT"
     fi
     stop_process "$SPID"
-    echo "{\"server\":\"stele-recovery\",\"wal_bytes\":$R_WAL_B,\"blocks_bytes_before_kill\":$R_BLOCKS_BEFORE,\"head_points_before_kill\":$R_HEAD_BEFORE,\"vmhwm_kib_before_kill\":$R_RSS_BEFORE,\"ready_s\":$R_READY_S,\"reported_s\":\"$R_REPORTED_S\",\"reported_points\":\"$R_REPORTED_POINTS\",\"head_points_after\":$R_HEAD_AFTER,\"vmhwm_kib_recovery\":$R_RSS_AFTER,\"exported_points\":\"$R_COUNT\",\"message\":$(echo "$R_MSG" | jq -R .)}" >>"$RESULTS"
+    echo "{\"server\":\"stele-recovery\",\"wal_bytes\":$R_WAL_B,\"blocks_bytes_before_kill\":$R_BLOCKS_BEFORE,\"head_points_before_kill\":$R_HEAD_BEFORE,\"vmhwm_kib_before_kill\":$R_RSS_BEFORE,\"ready_s\":$R_READY_S,\"reported_s\":\"$R_REPORTED_S\",\"reported_points\":\"$R_REPORTED_POINTS\",\"head_points_after\":$R_HEAD_AFTER,\"vmhwm_kib_recovery\":$R_RSS_AFTER,\"exported_points\":\"$R_COUNT\",\"exported_series\":\"$R_SERIES\",\"message\":$(echo "$R_MSG" | jq -R .)}" >>"$RESULTS"
     R_LINE="restart to /ready 200: $(fmt "$R_READY_S" %.2f) s (server says: ${R_REPORTED_S:-?} s for ${R_REPORTED_POINTS:-?} points); log $(fmt "$R_WAL_B" %d) bytes; head before kill $R_HEAD_BEFORE, after restart $R_HEAD_AFTER, exported $R_COUNT of $NPOINTS; no-flush ingest $(json_get "$R_POST" points_per_s) points/s"
     rm -rf "$RDIR"
 fi
@@ -433,8 +450,9 @@ table() {
     echo "| bytes on disk | $S_BLOCKS_B blocks + $S_WAL_B log | $V_TOTAL_B ($V_DATA_B data + $V_INDEX_B indexdb) | |"
     echo "| peak RSS (VmHWM) MiB | $(fmt "$S_RSS_MB" %.0f) | $(fmt "$V_RSS_MB" %.0f) | $(fmt "$(calc "$S_RSS / $V_RSS")" %.2f) |"
     echo "| server CPU s per M points (ingest) | $(fmt "$S_CPU_PM" %.2f) | $(fmt "$V_CPU_PM" %.2f) | $(fmt "$(calc "$S_CPU_PM / $V_CPU_PM")" %.2f) |"
-    echo "| points exported back | $S_COUNT | $V_COUNT | |"
-    echo "| machine CPU busy / steal % while posting (all cores, incl. the load generator) | ${S_LOAD% *} / ${S_LOAD#* } | ${V_LOAD% *} / ${V_LOAD#* } | |"
+    echo "| points (series) exported back | $S_COUNT ($S_SERIES) | $V_COUNT ($V_SERIES) | |"
+    echo "| load generator CPU s | $(json_get "$S_POST" client_cpu_s) | $(json_get "$V_POST" client_cpu_s) | |"
+    echo "| machine while posting: busy % / steal % / other programs % | ${S_LOAD// / \/ } | ${V_LOAD// / \/ } | |"
 }
 
 {
@@ -444,6 +462,8 @@ table() {
     echo "Workload: $TRUCKS trucks, $NPOINTS points ($(json_get "$GEN" lines) lines, $(fmt "$(calc "$WL_BYTES / 1e6")" %.0f) MB of line protocol), $CLIENTS concurrent keep-alive posters, $BATCH_LINES lines per request."
     echo
     table
+    echo
+    echo "VictoriaMetrics: size settled after ${V_WAITED} s of force_flush every 5 s; data + indexdb after its stop: $V_AFTER_STOP_DATA_B bytes ($(fmt "$(calc "$V_AFTER_STOP_DATA_B / $NPOINTS")" %.3f) bytes/point; it also writes $((V_AFTER_STOP_B - V_AFTER_STOP_DATA_B)) bytes of caches and metadata at shutdown)."
     echo
     echo "Stele: flush took $(fmt "$S_FLUSH_S" %.2f) s; $S_FSYNCS log fsyncs for $(json_get "$S_POST" batches) requests; $S_REJECT overload rejections; $S_BLOCK_POINTS points in blocks, $S_HEAD_POINTS in the head."
     echo
@@ -461,5 +481,13 @@ table() {
         echo '```'
     fi
 } >"$OUT/ingest.md"
+for l in "stele:$S_LOAD" "victoria-metrics:$V_LOAD"; do
+    other=${l##* }
+    if [ "$other" -gt 15 ]; then
+        W="WARNING: other programs used ${other}% of the machine while ${l%%:*} ingested; its figures are low"
+        log "$W"
+        printf '\n**%s.**\n' "$W" >>"$OUT/ingest.md"
+    fi
+done
 cat "$OUT/ingest.md"
 log "results: $OUT/ingest.md, $OUT/ingest.jsonl"

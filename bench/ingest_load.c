@@ -22,7 +22,8 @@
  * gen: --points is the total of points (fields); each truck tick is 10 points on two
  * lines, so the file holds ceil(points / (trucks * 10)) ticks. The first tick is at
  * now - ticks * 10 s, so every point lies in the past and within Stele's 30-day
- * retention. post: prints one JSON line (points/s, latency p50/p99/max); any status
+ * retention. post: prints one JSON line (points/s, latency p50/p99/max, its own CPU
+ * seconds, so that the script can tell its load from other load); any status
  * but 204 stops every thread, prints the body and exits 1. count: GETs an export
  * (JSON lines) and prints the number of series and points.
  *
@@ -55,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -115,6 +117,15 @@ static double now_s(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* CPU seconds (user + system) this process has used so far. */
+static double cpu_self_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static int64_t wall_ns(void)
@@ -196,7 +207,8 @@ static int parse_args(int argc, char **argv, options *opt)
     if (argc < 2)
         return -EINVAL;
     opt->mode = argv[1];
-    for (int i = 2; i < argc; i++) {
+    /* Every option takes a value: they come in pairs. */
+    for (int i = 2; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         uint64_t u = 0;
         int rc = 0;
@@ -275,7 +287,6 @@ static int parse_args(int argc, char **argv, options *opt)
             fprintf(stderr, "ingest_load: %s %s: invalid value\n", a, v);
             return -EINVAL;
         }
-        i++;
     }
     return 0;
 }
@@ -561,6 +572,7 @@ static int cmd_post(const options *opt)
         lines += run.batches[i].lines;
     }
 
+    double cpu0 = cpu_self_s();
     double t0 = now_s();
     for (; started < opt->clients; started++) {
         err = pthread_create(&threads[started], NULL, post_thread, &run);
@@ -573,6 +585,7 @@ static int cmd_post(const options *opt)
     for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
     double seconds = now_s() - t0;
+    double cpu = cpu_self_s() - cpu0;
     started = 0;
     if (__atomic_load_n(&run.failed, __ATOMIC_SEQ_CST))
         goto fail;
@@ -581,12 +594,13 @@ static int cmd_post(const options *opt)
     printf("{\"mode\":\"post\",\"label\":\"%s\",\"url\":\"%s%s\",\"clients\":%d,"
            "\"batch_lines\":%zu,\"batches\":%zu,\"lines\":%" PRIu64 ",\"points\":%" PRIu64
            ",\"bytes\":%zu,\"seconds\":%.3f,\"points_per_s\":%.0f,\"mb_per_s\":%.1f,"
-           "\"latency_ms_p50\":%.2f,\"latency_ms_p99\":%.2f,\"latency_ms_max\":%.2f}\n",
+           "\"latency_ms_p50\":%.2f,\"latency_ms_p99\":%.2f,\"latency_ms_max\":%.2f,"
+           "\"client_cpu_s\":%.2f}\n",
            opt->label, opt->url, opt->path, opt->clients, opt->batch_lines, run.nbatches, lines,
            points, len, seconds, (double)points / seconds, (double)len / seconds / 1e6,
            1e3 * percentile(run.latency_s, run.nbatches, 0.50),
            1e3 * percentile(run.latency_s, run.nbatches, 0.99),
-           1e3 * (run.nbatches ? run.latency_s[run.nbatches - 1] : 0));
+           1e3 * (run.nbatches ? run.latency_s[run.nbatches - 1] : 0), cpu);
     rc = 0;
 fail:
     for (int i = 0; i < started; i++)

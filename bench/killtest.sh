@@ -53,10 +53,10 @@ MAX_CYCLES=2000
 
 STELE=$BUILD_DIR/stele
 LOAD=$BUILD_DIR/bench/ingest_load
-[ "$CYCLES" -ge 1 ] && [ "$CYCLES" -le "$MAX_CYCLES" ] || {
+if [ "$CYCLES" -lt 1 ] || [ "$CYCLES" -gt "$MAX_CYCLES" ]; then
     echo "killtest: CYCLES must be 1..$MAX_CYCLES" >&2
     exit 2
-}
+fi
 WORK=${WORKDIR:-$(mktemp -d /tmp/stele-killtest.XXXXXX)}
 mkdir -p "$WORK"
 DATA=$WORK/data
@@ -85,8 +85,8 @@ fail() {
 }
 
 free_port() {
-    local p i
-    for i in $(seq 1 100); do
+    local p
+    for _ in $(seq 1 100); do
         p=$((20000 + RANDOM % 40000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
@@ -122,7 +122,9 @@ if [ "$BUILD" = 1 ]; then
     cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     cmake --build "$BUILD_DIR" -j 2 --target stele ingest_load >/dev/null
 fi
-[ -x "$STELE" ] && [ -x "$LOAD" ] || fail "$STELE or $LOAD missing (BUILD=0 needs them built)"
+if [ ! -x "$STELE" ] || [ ! -x "$LOAD" ]; then
+    fail "$STELE or $LOAD missing (BUILD=0 needs them built)"
+fi
 
 RANDOM=$SEED
 PORT=$(free_port) || exit 1

@@ -37,6 +37,8 @@ typedef struct {
 
 static int posting_append(posting_list *p, uint64_t id)
 {
+    /* Recovery registers series in block and log order, not id order; lists are then
+     * sorted once by index_sort_postings. At run time ids only grow. */
     if (p->n == p->cap) {
         uint32_t cap = p->cap ? p->cap * 2 : 4;
         uint64_t *ids = realloc(p->ids, cap * sizeof(*ids));
@@ -263,6 +265,34 @@ int index_register(tsdb_index *ix, uint64_t id, const uint8_t *key, size_t len)
     }
     pthread_rwlock_unlock(&ix->lock);
     return rc;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void sort_lists(hashmap *m)
+{
+    for (size_t i = 0; i < m->cap; i++) {
+        posting_list *p = m->slots[i].value;
+        if (!p)
+            continue;
+        bool sorted = true;
+        for (uint32_t j = 1; j < p->n && sorted; j++)
+            sorted = p->ids[j - 1] < p->ids[j];
+        if (!sorted)
+            qsort(p->ids, p->n, sizeof(*p->ids), cmp_id);
+    }
+}
+
+void index_sort_postings(tsdb_index *ix)
+{
+    pthread_rwlock_wrlock(&ix->lock);
+    sort_lists(&ix->postings);
+    sort_lists(&ix->tenants);
+    pthread_rwlock_unlock(&ix->lock);
 }
 
 tsdb_series *index_lookup(tsdb_index *ix, const uint8_t *key, size_t len, uint64_t hash)

@@ -52,6 +52,9 @@ int index_register(tsdb_index *ix, uint64_t id, const uint8_t *key, size_t len);
 tsdb_series *index_lookup(tsdb_index *ix, const uint8_t *key, size_t len, uint64_t hash);
 /* Number of series of a tenant. */
 uint64_t index_tenant_series(tsdb_index *ix, const char *tenant, size_t tenant_len);
+/* Sorts every posting list: recovery registers series out of id order (blocks in key
+ * order, concurrent writers in log order), and matching needs sorted lists. */
+void index_sort_postings(tsdb_index *ix);
 /* Series by id, or NULL. */
 tsdb_series *index_get(tsdb_index *ix, uint64_t id);
 uint64_t index_count(tsdb_index *ix);

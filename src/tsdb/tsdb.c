@@ -788,6 +788,7 @@ int stele_tsdb_open(const stele_tsdb_options *o, stele_tsdb **out, stele_tsdb_re
     rc = stele_wal_open(&wo, replay_record, db, &ws, &db->wal, err, errcap);
     if (rc)
         goto fail;
+    index_sort_postings(&db->ix);
     rec.wal_records = ws.records_replayed;
     rec.wal_bytes = ws.bytes_replayed;
     rec.wal_torn_bytes = ws.torn_bytes_discarded;

@@ -988,6 +988,15 @@ static void test_matchers(void **state)
         deep[o++] = ')';
     snprintf(deep + o, sizeof(deep) - o, "\"}");
     check_error(deep, 1, "nests groups deeper than");
+    /* Stacked repetition operators are errors in Go's regexp, and exponential in
+     * glibc's (a*+*+*+*+ ran for minutes). */
+    check_error("x{a=~\"a*+*+*+*+\"}", 1, "invalid nested repetition operator: \"*+\"");
+    check_error("x{a=~\"a**\"}", 1, "invalid nested repetition operator: \"**\"");
+    check_error("x{a=~\"(a)?+\"}", 1, "invalid nested repetition operator: \"?+\"");
+    check_error("x{a=~\"a{2}{3}\"}", 1, "invalid nested repetition operator: \"{2}{3}\"");
+    check_error("x{a=~\"b|a*{2}\"}", 1, "invalid nested repetition operator: \"*{2}\"");
+    check_error("x{a=~\"a*??\"}", 1, "invalid nested repetition operator: \"*??\"");
+    check_shape("x{a=~\"((a*)*b+)?[*+]+\\\\*\"}", "x{a=~\"((a*)*b+)?[*+]+\\\\*\"}");
     /* Near-limit regexes are fine alone but not by the thousand. */
     sbuf many = {0};
     for (int i = 0; i < 17; i++)
