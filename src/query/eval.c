@@ -182,20 +182,6 @@ typedef struct {
     int rc;
 } select_ctx;
 
-/* Index of the first element of ts[0..n) that is >= x. */
-static size_t lower_bound(const int64_t *ts, size_t n, int64_t x)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (ts[mid] < x)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 static int on_instant_series(void *arg, const stele_series_view *s)
 {
     select_ctx *c = arg;
@@ -349,10 +335,14 @@ static int on_range_series(void *arg, const stele_series_view *s)
         return oom(q);
     sseries *out = NULL;
     int64_t offset = c->sel->selector.offset_ns;
+    /* Windows only move forward with the steps: two cursors, no searching. */
+    size_t lo = 0, hi = 0;
     for (size_t k = 0; k < q->nsteps; k++) {
         int64_t end = step_time(q, k) - offset, start = end - c->range;
-        size_t lo = lower_bound(s->ts, s->n, start);
-        size_t hi = lower_bound(s->ts, s->n, end + 1);
+        while (lo < s->n && s->ts[lo] < start)
+            lo++;
+        while (hi < s->n && s->ts[hi] <= end)
+            hi++;
         if (hi <= lo)
             continue;
         double result;

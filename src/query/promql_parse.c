@@ -520,27 +520,34 @@ static int out_of_memory(parser *p)
     return -ENOMEM;
 }
 
-/* Writes s[0..len) as a double-quoted string, escaping what is not printable ASCII and
- * cutting it at QUOTE_MAX_BYTES, so messages stay short and valid UTF-8. */
-static const char *quote_text(char *buf, size_t cap, const char *s, size_t len)
+/* Appends s[0..len) to buf (cap bytes, NUL-terminated) with what is not printable ASCII
+ * as \xNN, and " and \ escaped when quoting; stops after max bytes with "...". So
+ * messages stay short, printable and valid UTF-8 whatever the query holds. */
+static void escape_text(char *buf, size_t cap, const char *s, size_t len, size_t max, bool quoting)
 {
-    size_t o = 0;
-    buf[o++] = '"';
+    size_t o = strlen(buf);
     for (size_t i = 0; i < len && o + 8 < cap; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (i == QUOTE_MAX_BYTES) {
+        if (i == max) {
             o += (size_t)snprintf(buf + o, cap - o, "...");
             break;
         }
-        if (c == '"' || c == '\\')
+        if (quoting && (c == '"' || c == '\\'))
             o += (size_t)snprintf(buf + o, cap - o, "\\%c", c);
         else if (c >= 0x20 && c < 0x7f)
             buf[o++] = (char)c;
         else
             o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
     }
-    buf[o++] = '"';
     buf[o] = '\0';
+}
+
+/* s[0..len) double-quoted and escaped, cut after QUOTE_MAX_BYTES. */
+static const char *quote_text(char *buf, size_t cap, const char *s, size_t len)
+{
+    snprintf(buf, cap, "\"");
+    escape_text(buf, cap - 1, s, len, QUOTE_MAX_BYTES, true);
+    strcat(buf, "\"");
     return buf;
 }
 
@@ -1454,8 +1461,11 @@ static int regex_check(parser *p, size_t pos, const char *re, bool *matches_empt
     if (rc == -ENOMEM)
         return out_of_memory(p);
     if (rc != 0) {
+        /* promre's message may quote bytes of the pattern: escape it like our own quotes */
+        char safe[256] = "";
+        escape_text(safe, sizeof(safe), msg, strnlen(msg, sizeof(msg)), sizeof(msg), false);
         type_error(p, pos, "invalid regular expression %s: %s", quote_text(q, sizeof(q), re, len),
-                   msg);
+                   safe);
         return 0;
     }
     *matches_empty = promre_match(&compiled, "", 0);

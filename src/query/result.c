@@ -17,6 +17,41 @@
 #include "query/query_internal.h"
 #include "stele/query.h"
 
+/* Decimal digits of u into out (NUL-terminated); returns the length. snprintf is too
+ * slow for the hundreds of thousands of numbers a range query can return. */
+static int u64_digits(unsigned long long u, char *out)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    for (int i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+    return n;
+}
+
+/* Writes "[-]d.ddde<exp>" for mantissa digits and decimal exponent. */
+static void sci_string(bool neg, const char *digits, int e10, char *sci)
+{
+    size_t n = 0;
+    if (neg)
+        sci[n++] = '-';
+    sci[n++] = digits[0];
+    sci[n++] = '.';
+    for (const char *d = digits + 1; *d; d++)
+        sci[n++] = *d;
+    sci[n++] = 'e';
+    if (e10 < 0) {
+        sci[n++] = '-';
+        e10 = -e10;
+    }
+    n += (size_t)u64_digits((unsigned long long)e10, sci + n);
+    sci[n] = '\0';
+}
+
 /* The shortest round-trip digits of a normal double as "[-]d.ddde±X" in sci, computed
  * in x87 extended precision (64-bit mantissa): |v| × 10^k is exact to ~1e-19, so the
  * 15-, 16- and 17-digit roundings are correct unless the scaled value lies within a
@@ -31,9 +66,14 @@ static int shortest_fast(double v, char *sci, size_t cap)
     double a = fabs(v);
     if (!(a >= 1e-7 && a < 1e22))
         return -1;
+    /* Powers of ten exact in the 64-bit mantissa of long double (5^27 < 2^64). */
+    static const long double p10[] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,
+                                      1e7L,  1e8L,  1e9L,  1e10L, 1e11L, 1e12L, 1e13L,
+                                      1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L,
+                                      1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
     int e10 = (int)floor(log10(a));
-    long double scale = powl(10.0L, (long double)(16 - e10)); /* exact for |16-e10| <= 27 */
-    long double x17 = (long double)a * scale;
+    int k = 16 - e10; /* 1e-7 <= a < 1e22: k in -6 .. 23 */
+    long double x17 = k >= 0 ? (long double)a * p10[k] : (long double)a / p10[-k];
     if (x17 < 1e16L) { /* log10 rounded the wrong way near a power of ten */
         e10--;
         x17 *= 10;
@@ -42,7 +82,7 @@ static int shortest_fast(double v, char *sci, size_t cap)
         x17 /= 10;
     }
     for (int p = 15; p <= 17; p++) {
-        long double x = x17 / powl(10.0L, (long double)(17 - p));
+        long double x = x17 / p10[17 - p];
         long double fl = floorl(x), frac = x - fl;
         if (fabsl(frac - 0.5L) < 0.02L)
             return -1; /* too close to call in extended precision */
@@ -56,17 +96,18 @@ static int shortest_fast(double v, char *sci, size_t cap)
             e++;
         }
         int sc = e - (p - 1);
-        if (m >= (1ull << 53) || sc < -22 || sc > 22) {
-            if (p < 17)
-                continue; /* cannot verify cheaply: try more digits */
-            return -1;
+        /* 17 correctly rounded digits always read back: no check needed. */
+        if (p < 17) {
+            if (m >= (1ull << 53) || sc < -22 || sc > 22)
+                return -1; /* cannot verify cheaply; a longer form might be wrong */
+            double back = sc >= 0 ? (double)m * exact10[sc] : (double)m / exact10[-sc];
+            if (back != a)
+                continue;
         }
-        double back = sc >= 0 ? (double)m * exact10[sc] : (double)m / exact10[-sc];
-        if (back != a)
-            continue;
         char digits[24];
-        snprintf(digits, sizeof(digits), "%llu", m);
-        snprintf(sci, cap, "%s%c.%se%d", v < 0 ? "-" : "", digits[0], digits + 1, e);
+        u64_digits(m, digits);
+        (void)cap;
+        sci_string(v < 0, digits, e, sci);
         return 0;
     }
     return -1;
@@ -91,7 +132,7 @@ int stele_format_prom_float(double v, char *buf, size_t cap)
             if (fabs(m) >= 9e15 || m / pow10[d] != v)
                 continue;
             char digits[24];
-            int nd = snprintf(digits, sizeof(digits), "%lld", (long long)fabs(m));
+            int nd = u64_digits((unsigned long long)fabs(m), digits);
             size_t n = 0;
             if (v < 0)
                 buf[n++] = '-';
@@ -182,10 +223,9 @@ int stele_format_prom_float(double v, char *buf, size_t cap)
                 back = strtod(cand, NULL);
             }
             if (back == fabs(v) || p == 17) {
-                char digits[20];
-                snprintf(digits, sizeof(digits), "%llu", m);
-                snprintf(sci, sizeof(sci), "%s%c.%se%d", v < 0 ? "-" : "", digits[0], digits + 1,
-                         e10);
+                char digits[24];
+                u64_digits(m, digits);
+                sci_string(v < 0, digits, e10, sci);
                 break;
             }
         }
@@ -284,18 +324,6 @@ static void sb_str(sbuf *b, const char *s)
     sb_put(b, s, strlen(s));
 }
 
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        sb_put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
 static void sb_json_string(sbuf *b, const char *s, size_t n)
 {
     sb_reserve(b, n * 6 + 2);
@@ -328,19 +356,24 @@ static void sb_time(sbuf *b, int64_t ns)
         rem += 1000;
         sec--;
     }
-    if (rem == 0) {
-        sb_printf(b, "%" PRId64, sec);
-        return;
+    char out[40];
+    size_t n = 0;
+    if (sec < 0) {
+        out[n++] = '-';
+        n += (size_t)u64_digits((unsigned long long)-(sec + (rem ? 1 : 0)), out + n);
+        rem = rem ? 1000 - rem : 0;
+    } else {
+        n += (size_t)u64_digits((unsigned long long)sec, out + n);
     }
-    char frac[8];
-    snprintf(frac, sizeof(frac), "%03d", (int)rem);
-    size_t fl = strlen(frac);
-    while (fl && frac[fl - 1] == '0')
-        frac[--fl] = '\0';
-    if (sec == 0 && ns < 0)
-        sb_printf(b, "-0.%s", frac);
-    else
-        sb_printf(b, "%" PRId64 ".%s", sec, frac);
+    if (rem) {
+        out[n++] = '.';
+        out[n++] = (char)('0' + rem / 100);
+        out[n++] = (char)('0' + rem / 10 % 10);
+        out[n++] = (char)('0' + rem % 10);
+        while (out[n - 1] == '0')
+            n--;
+    }
+    sb_put(b, out, n);
 }
 
 static void sb_value(sbuf *b, double v)

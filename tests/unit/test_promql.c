@@ -1594,8 +1594,17 @@ static void test_error_messages_are_safe_text(void **state)
 {
     (void)state;
     static const char *const queries[] = {
-        "x\xff", "\"\xff",          "foo\xc3(x)",      "x{a=~\"\xff\"}",    "x{\xe2\x82}",
-        "\x01",  "x{a=~\"(\x01\"}", "unknown_\x7f(x)", "sum by (\xff) (x)",
+        "x\xff",
+        "\"\xff",
+        "foo\xc3(x)",
+        "x{a=~\"\xff\"}",
+        "x{\xe2\x82}",
+        "\x01",
+        "x{a=~\"(\x01\"}",
+        "unknown_\x7f(x)",
+        "sum by (\xff) (x)",
+        "x{a=~\"(?\x1am)\"}",
+        "x{a=~\"(?\xc3\xa9)\"}",
     };
     for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
         pq_expr *e = NULL;

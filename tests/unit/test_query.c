@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "stele/io.h"
 #include "stele/promql.h"
@@ -269,6 +270,53 @@ static void test_float_format(void **state)
     }
 }
 
+/* Property: every formatted value reads back exactly and is shortest (one digit fewer,
+ * correctly rounded, does not read back). Seeded; prints the seed on failure. */
+static void test_float_format_shortest_property(void **state)
+{
+    (void)state;
+    uint64_t seed = (uint64_t)time(NULL), x = seed;
+    char buf[400], shorter[64];
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        double v;
+        uint64_t bits = x;
+        if (i % 3 == 0) {
+            memcpy(&v, &bits, 8);
+        } else {
+            v = (double)(int64_t)(x % 2000000001) / (double)(1 + x % 100000);
+            if (i % 3 == 2)
+                v = round(v * 1000) / 1000;
+        }
+        if (!isfinite(v) || v == 0)
+            continue;
+        stele_format_prom_float(v, buf, sizeof(buf));
+        if (strtod(buf, NULL) != v)
+            fail_msg("seed %llu: %.17g formatted as %s does not read back",
+                     (unsigned long long)seed, v, buf);
+        int digits = 0;
+        bool leading = true;
+        for (const char *p = buf; *p && *p != 'e'; p++) {
+            if (*p >= '1' && *p <= '9')
+                leading = false;
+            if (*p >= '0' && *p <= '9' && !leading)
+                digits++;
+        }
+        /* trailing zeros of an integer are not significant */
+        if (!strchr(buf, '.') && !strchr(buf, 'e'))
+            for (const char *p = buf + strlen(buf) - 1; p > buf && *p == '0'; p--)
+                digits--;
+        if (digits > 1) {
+            snprintf(shorter, sizeof(shorter), "%.*e", digits - 2, v);
+            if (strtod(shorter, NULL) == v)
+                fail_msg("seed %llu: %.17g formatted as %s, but %s is shorter",
+                         (unsigned long long)seed, v, buf, shorter);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +326,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_limits_refuse_before_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits_stop_running_queries, setup, teardown),
         cmocka_unit_test(test_float_format),
+        cmocka_unit_test(test_float_format_shortest_property),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
