@@ -30,7 +30,10 @@
 # Knobs (environment): TRUCKS (1000), QUERY_POINTS (10000000), INGEST_POINTS (10000000),
 # CLIENTS (2 posters), BATCH_LINES (5000), QUERY_CLIENTS (8), REPEATS (3),
 # REFUSAL_TRIES (50), LIMIT_SAMPLES (1000), LOOP_MAX_S (300: bound of a query loop),
-# KEEP (0), WORKDIR, BUILD_DIR (build), BUILD (1).
+# REFUSALS (1; 0 skips the refusal part), KEEP (0), WORKDIR, BUILD_DIR (build), BUILD (1).
+# WORKER_POLICY (an experiment, off by default): "idle" moves Stele's query workers (the
+# threads it runs at nice +10) to SCHED_IDLE with chrt after each start, to see what a
+# weaker scheduling class would buy; the report says so when it is on.
 # Results: a table on stdout, bench/out/isolation.md and bench/out/isolation.jsonl.
 set -euo pipefail
 
@@ -45,6 +48,8 @@ REPEATS=${REPEATS:-3}
 REFUSAL_TRIES=${REFUSAL_TRIES:-50}
 LIMIT_SAMPLES=${LIMIT_SAMPLES:-1000}
 LOOP_MAX_S=${LOOP_MAX_S:-300}
+REFUSALS=${REFUSALS:-1}
+WORKER_POLICY=${WORKER_POLICY:-}
 KEEP=${KEEP:-0}
 BUILD=${BUILD:-1}
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -196,6 +201,19 @@ OVER_LIMIT="/api/v1/query_range?query=$(uri 'max_over_time(readings_velocity[1h]
 # Within it: one series, one sample.
 WITHIN_LIMIT="/api/v1/query?query=$(uri 'readings_velocity{name="truck_0"}')&time=$((Q_LAST + OFFSET_S))"
 
+# workers_to_idle PID: the threads of PID at nice +10 (Stele's query workers) to
+# SCHED_IDLE (WORKER_POLICY=idle only).
+workers_to_idle() {
+    local t n=0
+    for t in /proc/"$1"/task/*; do
+        if [ "$(awk '{cl = index($0, ")"); split(substr($0, cl + 2), f, " "); print f[17]}' "$t/stat")" = 10 ]; then
+            chrt --idle -p 0 "${t##*/}" || die "chrt --idle failed for thread ${t##*/}"
+            n=$((n + 1))
+        fi
+    done
+    [ "$n" -gt 0 ] || die "WORKER_POLICY=idle: no thread at nice +10 found in $1"
+}
+
 # start_stele DIR: sets SPID, SURL, AUTH and SLOG (this server's stderr). A port taken
 # between our probe and the bind (other programs share the box) is retried on another
 # port, a few times.
@@ -212,6 +230,7 @@ start_stele() {
         PIDS+=("$SPID")
         if wait_status "$SURL/ready" 200 "$READY_TIMEOUT" "$SPID"; then
             AUTH="Authorization: Token $(cat "$dir/admin.token")"
+            [ "$WORKER_POLICY" = idle ] && workers_to_idle "$SPID"
             return 0
         fi
         wait "$SPID" 2>/dev/null || true
@@ -287,46 +306,51 @@ for ((r = 1; r <= REPEATS; r++)); do
 done
 
 # ---- refusals --------------------------------------------------------------------------
-log "refusals: $REFUSAL_TRIES over-limit queries idle, $REFUSAL_TRIES under query load"
-RDIR=$WORK/refusal
-cp -a "$BASE" "$RDIR"
-rm -f "$RDIR/LOCK"
-start_stele "$RDIR"
-WITHIN=$(curl -sS -o "$WORK/within.json" -w '%{http_code}' --max-time "$CURL_MAX_S" -H "$LIMITED_AUTH" "$SURL$WITHIN_LIMIT")
-[ "$WITHIN" = 200 ] || warn "a query within the limit of tenant limited answered $WITHIN: $(head -c 300 "$WORK/within.json")"
-# refuse_n FILE: REFUSAL_TRIES over-limit queries, seconds per line into FILE; checks 422.
-refuse_n() {
-    local f=$1 i line code
-    : >"$f"
-    for ((i = 0; i < REFUSAL_TRIES; i++)); do
-        line=$(curl -sS -o "$WORK/refusal.body" -w '%{http_code} %{time_total}' --max-time "$CURL_MAX_S" \
-            -H "$LIMITED_AUTH" "$SURL$OVER_LIMIT") || die "refusal request failed"
-        code=${line%% *}
-        [ "$code" = 422 ] || die "the over-limit query answered $code, expected 422: $(head -c 300 "$WORK/refusal.body")"
-        echo "${line#* }" >>"$f"
-    done
-}
-refuse_n "$WORK/refusal.idle"
-REFUSAL_BODY=$(cat "$WORK/refusal.body")
-"$QLOAD" loop --url "$SURL" --token-file "$RDIR/admin.token" --target "$HEAVY_B" --target "$HEAVY_C" \
-    --clients "$QUERY_CLIENTS" --seconds "$LOOP_MAX_S" --label refusal-load >"$WORK/loop.json" 2>>"$WORK/loop.err" &
-LOOP_PID=$!
-PIDS+=("$LOOP_PID")
-sleep "$LOOP_LEAD_S"
-refuse_n "$WORK/refusal.loaded"
-kill -TERM "$LOOP_PID" 2>/dev/null || true
-wait "$LOOP_PID" || warn "refusal-load: the query loop reported errors"
-R_LOOP=$(cat "$WORK/loop.json")
-METRICS=$(curl -sS -H "$AUTH" "$SURL/metrics")
-COUNTED=$(echo "$METRICS" | awk '$1 == "stele_refusals_total{tenant=\"limited\",reason=\"samples\"}" {print $2}')
-COUNTED=${COUNTED:-0}
-REFUSAL_LINES=$(echo "$METRICS" | grep '^stele_refusals_total' || true)
-stop_process "$SPID"
-read -r RI_MED RI_P99 RI_MAX <<<"$(stats_ms "$WORK/refusal.idle")"
-read -r RL_MED RL_P99 RL_MAX <<<"$(stats_ms "$WORK/refusal.loaded")"
-echo "{\"mode\":\"refusal\",\"tries\":$REFUSAL_TRIES,\"idle_ms\":{\"p50\":$RI_MED,\"p99\":$RI_P99,\"max\":$RI_MAX},\"loaded_ms\":{\"p50\":$RL_MED,\"p99\":$RL_P99,\"max\":$RL_MAX},\"counted\":$COUNTED,\"expected\":$((2 * REFUSAL_TRIES)),\"within_limit_status\":$WITHIN,\"loop\":$R_LOOP,\"body\":$(echo "$REFUSAL_BODY" | jq -c .)}" >>"$RESULTS"
-[ "$COUNTED" -ge $((2 * REFUSAL_TRIES)) ] ||
-    warn "stele_refusals_total{tenant=\"limited\",reason=\"samples\"} is $COUNTED, $((2 * REFUSAL_TRIES)) refusals were sent"
+RI_MED=- RI_P99=- RI_MAX=- RL_MED=- RL_P99=- RL_MAX=- COUNTED=- WITHIN=- REFUSAL_BODY='{"error":"not measured"}'
+REFUSAL_LINES="" R_LOOP='{"ok":"-","status_429":"-","ms_p50":"-"}'
+if [ "$REFUSALS" = 1 ]; then
+    log "refusals: $REFUSAL_TRIES over-limit queries idle, $REFUSAL_TRIES under query load"
+    RDIR=$WORK/refusal
+    cp -a "$BASE" "$RDIR"
+    rm -f "$RDIR/LOCK"
+    start_stele "$RDIR"
+    WITHIN=$(curl -sS -o "$WORK/within.json" -w '%{http_code}' --max-time "$CURL_MAX_S" -H "$LIMITED_AUTH" "$SURL$WITHIN_LIMIT")
+    [ "$WITHIN" = 200 ] || warn "a query within the limit of tenant limited answered $WITHIN: $(head -c 300 "$WORK/within.json")"
+    # refuse_n FILE: REFUSAL_TRIES over-limit queries, seconds per line into FILE; checks 422.
+    refuse_n() {
+        local f=$1 i line code
+        : >"$f"
+        for ((i = 0; i < REFUSAL_TRIES; i++)); do
+            line=$(curl -sS -o "$WORK/refusal.body" -w '%{http_code} %{time_total}' --max-time "$CURL_MAX_S" \
+                -H "$LIMITED_AUTH" "$SURL$OVER_LIMIT") || die "refusal request failed"
+            code=${line%% *}
+            [ "$code" = 422 ] || die "the over-limit query answered $code, expected 422: $(head -c 300 "$WORK/refusal.body")"
+            echo "${line#* }" >>"$f"
+        done
+    }
+    refuse_n "$WORK/refusal.idle"
+    REFUSAL_BODY=$(cat "$WORK/refusal.body")
+    "$QLOAD" loop --url "$SURL" --token-file "$RDIR/admin.token" --target "$HEAVY_B" --target "$HEAVY_C" \
+        --clients "$QUERY_CLIENTS" --seconds "$LOOP_MAX_S" --label refusal-load >"$WORK/loop.json" 2>>"$WORK/loop.err" &
+    LOOP_PID=$!
+    PIDS+=("$LOOP_PID")
+    sleep "$LOOP_LEAD_S"
+    refuse_n "$WORK/refusal.loaded"
+    kill -TERM "$LOOP_PID" 2>/dev/null || true
+    wait "$LOOP_PID" || warn "refusal-load: the query loop reported errors"
+    R_LOOP=$(cat "$WORK/loop.json")
+    METRICS=$(curl -sS -H "$AUTH" "$SURL/metrics")
+    COUNTED=$(echo "$METRICS" | awk '$1 == "stele_refusals_total{tenant=\"limited\",reason=\"samples\"}" {print $2}')
+    COUNTED=${COUNTED:-0}
+    REFUSAL_LINES=$(echo "$METRICS" | grep '^stele_refusals_total' || true)
+    stop_process "$SPID"
+    read -r RI_MED RI_P99 RI_MAX <<<"$(stats_ms "$WORK/refusal.idle")"
+    read -r RL_MED RL_P99 RL_MAX <<<"$(stats_ms "$WORK/refusal.loaded")"
+    echo "{\"mode\":\"refusal\",\"tries\":$REFUSAL_TRIES,\"idle_ms\":{\"p50\":$RI_MED,\"p99\":$RI_P99,\"max\":$RI_MAX},\"loaded_ms\":{\"p50\":$RL_MED,\"p99\":$RL_P99,\"max\":$RL_MAX},\"counted\":$COUNTED,\"expected\":$((2 * REFUSAL_TRIES)),\"within_limit_status\":$WITHIN,\"loop\":$R_LOOP,\"body\":$(echo "$REFUSAL_BODY" | jq -c .)}" >>"$RESULTS"
+    [ "$COUNTED" -ge $((2 * REFUSAL_TRIES)) ] ||
+        warn "stele_refusals_total{tenant=\"limited\",reason=\"samples\"} is $COUNTED, $((2 * REFUSAL_TRIES)) refusals were sent"
+
+fi
 
 # ---- report --------------------------------------------------------------------------
 runs() { jq -c "select(.mode == \"post\" and .loaded == $1)" "$RESULTS"; }
@@ -354,19 +378,28 @@ verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN {ok = op == ">=" ? v >= t 
     echo
     echo "Medians: alone $(fmt "$A_PPS" %.0f) points/s, p99 $A_P99 ms; under query load $(fmt "$L_PPS" %.0f) points/s, p99 $L_P99 ms."
     echo "Throughput under load: $(fmt "$TPUT_PCT" %.1f) % of alone (target ≥ 90 %: $(verdict "$TPUT_PCT" 90 '>=')); p99 under load: $(fmt "$P99_X" %.2f) × alone (target ≤ 1.5×: $(verdict "$P99_X" 1.5 '<='))."
-    echo
-    echo "Over-limit query (tenant \`limited\`, max_samples_per_query $LIMIT_SAMPLES; \`max_over_time(readings_velocity[1h])\` step 1h over the base range), $REFUSAL_TRIES tries each with curl, a new connection per try, \`%{time_total}\`:"
-    echo
-    echo "| server state | median ms | p99 ms | max ms | target < 5 ms (median) |"
-    echo "|---|---:|---:|---:|---|"
-    echo "| idle | $RI_MED | $RI_P99 | $RI_MAX | $(verdict "$RI_MED" 5 '<=') |"
-    echo "| $QUERY_CLIENTS clients running (b)/(c) | $RL_MED | $RL_P99 | $RL_MAX | $(verdict "$RL_MED" 5 '<=') |"
-    echo
-    echo "Answer: 422 \`$(echo "$REFUSAL_BODY" | jq -r .error)\`. A query within the limit from the same tenant answered $WITHIN."
-    echo "/metrics after the $((2 * REFUSAL_TRIES)) refusals:"
-    echo '```'
-    echo "$REFUSAL_LINES"
-    echo '```'
-    echo "Query clients meanwhile: $(json_get "$R_LOOP" ok) answered, $(json_get "$R_LOOP" status_429) refused with 429, latency p50 $(json_get "$R_LOOP" ms_p50) ms."
+    if [ -n "$WORKER_POLICY" ]; then
+        echo
+        echo "**Experiment: WORKER_POLICY=$WORKER_POLICY** — Stele's query worker threads were moved to SCHED_$(echo "$WORKER_POLICY" | tr a-z A-Z) with chrt after each start (not Stele's own behaviour)."
+    fi
+    if [ "$REFUSALS" != 1 ]; then
+        echo
+        echo "Refusals not measured (REFUSALS=0)."
+    else
+        echo
+        echo "Over-limit query (tenant \`limited\`, max_samples_per_query $LIMIT_SAMPLES; \`max_over_time(readings_velocity[1h])\` step 1h over the base range), $REFUSAL_TRIES tries each with curl, a new connection per try, \`%{time_total}\`:"
+        echo
+        echo "| server state | median ms | p99 ms | max ms | target < 5 ms (median) |"
+        echo "|---|---:|---:|---:|---|"
+        echo "| idle | $RI_MED | $RI_P99 | $RI_MAX | $(verdict "$RI_MED" 5 '<=') |"
+        echo "| $QUERY_CLIENTS clients running (b)/(c) | $RL_MED | $RL_P99 | $RL_MAX | $(verdict "$RL_MED" 5 '<=') |"
+        echo
+        echo "Answer: 422 \`$(echo "$REFUSAL_BODY" | jq -r .error)\`. A query within the limit from the same tenant answered $WITHIN."
+        echo "/metrics after the $((2 * REFUSAL_TRIES)) refusals:"
+        echo '```'
+        echo "$REFUSAL_LINES"
+        echo '```'
+        echo "Query clients meanwhile: $(json_get "$R_LOOP" ok) answered, $(json_get "$R_LOOP" status_429) refused with 429, latency p50 $(json_get "$R_LOOP" ms_p50) ms."
+    fi
 } >"$OUT/isolation.md"
 cat "$OUT/isolation.md"

@@ -31,7 +31,7 @@
 # BATCH_LINES (5000), RUNS (20), WARMUP (2), REL_TOL (1e-6), VM_SETTLE_MAX (60 s),
 # SETTLE_MAX (60 s for Stele's blocks), PROFILE (0; 1 records perf on Stele during
 # PROFILE_RUNS more runs of every query, and reports where the time goes), PROFILE_RUNS
-# (10), KEEP (0: keep the work directory), WORKDIR, BUILD_DIR (build), BUILD (1).
+# (3), PROFILE_HZ (499), KEEP (0: keep the work directory), WORKDIR, BUILD_DIR (build), BUILD (1).
 # Results: a table on stdout, bench/out/query.md, bench/out/query.jsonl.
 set -euo pipefail
 
@@ -46,7 +46,8 @@ REL_TOL=${REL_TOL:-1e-6}
 VM_SETTLE_MAX=${VM_SETTLE_MAX:-60}
 SETTLE_MAX=${SETTLE_MAX:-60}
 PROFILE=${PROFILE:-0}
-PROFILE_RUNS=${PROFILE_RUNS:-10}
+PROFILE_RUNS=${PROFILE_RUNS:-3}
+PROFILE_HZ=${PROFILE_HZ:-499}
 KEEP=${KEEP:-0}
 BUILD=${BUILD:-1}
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -330,24 +331,40 @@ M1=$(machine_ticks)
 S_LOAD=$(machine_load "$M0" "$M1" "$(calc "$(cpu_s "$SPID") - $S_CPU0")")
 S_RSS=$(awk '/^VmHWM:/ {print $2}' "/proc/$SPID/status")
 
-# Optional profile: more runs of every query under perf (not the timed runs).
+# Optional profile: more runs of every query under perf (not the timed runs), one
+# recording per query, with DWARF call graphs (libzstd and libc have no frame
+# pointers), so that each query's time splits into reading (of which zstd), evaluation
+# and the JSON answer (of which float formatting), as inclusive shares of its samples.
 P_TEXT=""
 if [ "$PROFILE" = 1 ]; then
     log "stele: profiling $PROFILE_RUNS more runs of every query with perf record"
-    perf record -F 999 -g -p "$SPID" -o "$WORK/perf.data" >/dev/null 2>&1 &
-    PERF=$!
-    PIDS+=("$PERF")
-    sleep 1
+    # share SYMBOL REPORT → inclusive percentage of SYMBOL (0 when absent)
+    share() { awk -v s="$1" '$4 == s {print $1 + 0; found = 1; exit} END {if (!found) print 0}' "$2"; }
+    : >"$OUT/query-perf.txt"
+    P_TEXT="| query | median ms under perf | read (stele_tsdb_select) % | of which zstd % | JSON answer % | of which float formatting % | rest of evaluation % |"
+    P_TEXT+=$'\n'"|---|---:|---:|---:|---:|---:|---:|"
     for ((i = 0; i < NQ; i++)); do
+        n=${QNAMES[$i]}
+        perf record -F "$PROFILE_HZ" --call-graph dwarf,8192 -p "$SPID" -o "$WORK/perf.$n.data" >/dev/null 2>&1 &
+        PERF=$!
+        PIDS+=("$PERF")
+        sleep 0.5
         "$QLOAD" time --url "$SURL" --token-file "$STOK" --target "${QTARGET[$i]}" \
-            --runs "$PROFILE_RUNS" --warmup 0 --label "profile.${QNAMES[$i]}" >>"$WORK/profile.jsonl"
+            --runs "$PROFILE_RUNS" --warmup 0 --label "profile.$n" >>"$WORK/profile.jsonl"
+        kill -INT "$PERF"
+        wait "$PERF" 2>/dev/null || true
+        perf report -i "$WORK/perf.$n.data" --stdio --children --sort symbol -g none 2>/dev/null |
+            grep -v '^#' | grep -v '^$' >"$WORK/perf.$n.txt" || true
+        samples=$(tail -1 "$WORK/profile.jsonl" | jq -r .ms_p50)
+        rd=$(share stele_tsdb_select "$WORK/perf.$n.txt")
+        zs=$(share ZSTD_decompress "$WORK/perf.$n.txt")
+        js=$(share stele_query_result_json "$WORK/perf.$n.txt")
+        fl=$(share stele_format_prom_float "$WORK/perf.$n.txt")
+        ev=$(share stele_query_eval "$WORK/perf.$n.txt")
+        P_TEXT+=$'\n'"| $n | $samples | $rd | $zs | $js | $fl | $(fmt "$(calc "$ev - $rd")" %.1f) |"
+        { echo "=== $n: ${QDESC[$i]}"; head -40 "$WORK/perf.$n.txt"; } >>"$OUT/query-perf.txt"
+        rm -f "$WORK/perf.$n.data"
     done
-    kill -INT "$PERF"
-    wait "$PERF" 2>/dev/null || true
-    P_TEXT=$(perf report -i "$WORK/perf.data" --stdio --no-children --sort comm,symbol \
-        --percent-limit 1.5 -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40)
-    perf report -i "$WORK/perf.data" --stdio --no-children --sort symbol -g caller,0.5,callee \
-        --percent-limit 2 2>/dev/null >"$OUT/query-perf.txt" || true
 fi
 stop_process "$SPID"
 rm -rf "$SDIR"
@@ -474,10 +491,9 @@ row() { # row NAME → one table row from the JSON lines
     fi
     if [ -n "$P_TEXT" ]; then
         echo
-        echo "perf (Stele, $PROFILE_RUNS extra runs of every query, self time by thread and symbol, >= 1.5%; call graphs in bench/out/query-perf.txt):"
-        echo '```'
+        echo "Where Stele's time goes (perf, $PROFILE_RUNS extra runs per query at $PROFILE_HZ Hz, inclusive shares of the server's samples; top symbols per query in bench/out/query-perf.txt):"
+        echo
         echo "$P_TEXT"
-        echo '```'
     fi
 } >"$OUT/query.md"
 cat "$OUT/query.md"

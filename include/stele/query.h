@@ -75,7 +75,8 @@ void stele_query_result_free(stele_query_result *r);
 int stele_query_result_json(const stele_query_result *r, char **json, size_t *len);
 
 /* Formats a float as Prometheus does in JSON (shortest round-trip digits; exponent form
- * below 1e-6 and from 1e21; "NaN", "+Inf", "-Inf"). Returns the length written (buf ≥ 400 bytes). */
+ * below 1e-6 and from 1e21; "NaN", "+Inf", "-Inf"). Returns the length written (buf ≥ 400 bytes).
+ */
 int stele_format_prom_float(double v, char *buf, size_t cap);
 
 #endif
