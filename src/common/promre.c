@@ -25,6 +25,7 @@ static int translate(const char *in, char *out, size_t cap, bool *icase, char *e
 {
     size_t n = 0;
     bool in_class = false;
+    bool prev_quant = false; /* the previous element was a repetition operator */
     *icase = false;
     if (!strncmp(in, "(?i)", 4)) {
         *icase = true;
@@ -113,7 +114,27 @@ static int translate(const char *in, char *out, size_t cap, bool *icase, char *e
                 }
                 continue;
             }
+            if (e == 'n' || e == 't') { /* RE2 escapes for control characters */
+                char ctl[2] = {e == 'n' ? '\n' : '\t', 0};
+                put(out, cap, &n, ctl);
+                prev_quant = false;
+                continue;
+            }
+            if ((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z') || (e >= '0' && e <= '9')) {
+                /* RE2 (and so Prometheus) refuses unknown escapes; glibc would give some
+                 * of them (\< \> \b) other meanings. */
+                snprintf(err, errcap, "invalid escape sequence \\%c", e);
+                return -EINVAL;
+            }
+            prev_quant = false;
+            /* An escaped punctuation character is itself (RE2). POSIX only defines
+             * escapes of its special characters; for others glibc has extensions
+             * (\< \> \`), so they are emitted unescaped. */
             char esc[3] = {'\\', e, 0};
+            if (!strchr(".[]()*+?{}|^$\\", e)) {
+                esc[0] = e;
+                esc[1] = 0;
+            }
             if (in_class) { /* POSIX brackets have no escapes: use the character */
                 esc[0] = e;
                 esc[1] = 0;
@@ -146,6 +167,27 @@ static int translate(const char *in, char *out, size_t cap, bool *icase, char *e
             snprintf(err, errcap, "lazy quantifiers are not supported in regular expressions");
             return -EINVAL;
         }
+        bool quant = c == '*' || c == '+' || c == '?' || c == '{';
+        if (quant && prev_quant) {
+            /* As Go's regexp: stacked repetitions such as a*+*+ are refused; glibc
+             * would take seconds on them (a denial of service through match[]). */
+            snprintf(err, errcap, "invalid nested repetition operator");
+            return -EINVAL;
+        }
+        if (c == '{') {
+            /* Copy the whole {m,n} and remember that a repetition ended here. */
+            const char *close = strchr(p, '}');
+            if (close) {
+                for (; p <= close; p++) {
+                    char s1[2] = {*p, 0};
+                    put(out, cap, &n, s1);
+                }
+                p--;
+                prev_quant = true;
+                continue;
+            }
+        }
+        prev_quant = quant;
         char s[2] = {c, 0};
         put(out, cap, &n, s);
     }

@@ -230,7 +230,7 @@ int stele_format_prom_float(double v, char *buf, size_t cap)
             }
         }
     }
-have_sci:
+have_sci:; /* a label cannot precede a declaration in C17 */
     /* sci = [-]d[.ddd]e[+-]XX → digits and exponent. */
     char digits[24];
     size_t nd = 0;
