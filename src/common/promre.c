@@ -151,6 +151,7 @@ static int translate(const char *in, char *out, size_t cap, bool *icase, char *e
         }
         if (c == '[') {
             in_class = true;
+            prev_quant = false;
             put(out, cap, &n, "[");
             continue;
         }
