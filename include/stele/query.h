@@ -70,6 +70,14 @@ int stele_query_eval(stele_tsdb *db, const char *tenant, const pq_expr *expr, in
                      stele_query_stats *stats);
 void stele_query_result_free(stele_query_result *r);
 
+/* The check stele_query_eval starts with, on its own: estimates the query's cost from
+ * the index and block metadata (no sample read) and refuses with STELE_QERR_LIMIT when
+ * a limit would be exceeded. Cheap enough for the connection thread, so an over-limit
+ * query is refused at once even when the query pool is busy. */
+int stele_query_admit(stele_tsdb *db, const char *tenant, const pq_expr *expr, int64_t start,
+                      int64_t end, const stele_query_limits *limits, stele_query_error *err,
+                      stele_query_stats *stats);
+
 /* Appends the result as Prometheus' "data" object ({"resultType":…,"result":…}) to a
  * malloc'd buffer. */
 int stele_query_result_json(const stele_query_result *r, char **json, size_t *len);

@@ -1247,6 +1247,48 @@ static int estimate(qctx *q, const pq_node *n, uint64_t *series, uint64_t *sampl
     return 0;
 }
 
+/* The cost estimate and its limit checks (STELE_QERR_LIMIT when over). */
+static int query_admit(qctx *q, const pq_node *root)
+{
+    stele_query_stats *stats = q->stats;
+    const stele_query_limits *limits = q->limits;
+    int rc = estimate(q, root, &stats->estimated_series, &stats->estimated_samples);
+    if (rc)
+        return rc;
+    if (stats->estimated_series > limits->max_series)
+        return qerror(q, STELE_QERR_LIMIT, "series",
+                      "query would touch %llu series, over the limit of %llu; add label matchers",
+                      (unsigned long long)stats->estimated_series,
+                      (unsigned long long)limits->max_series);
+    if (stats->estimated_samples > limits->max_samples)
+        return qerror(q, STELE_QERR_LIMIT, "samples",
+                      "query would scan about %llu samples, over the limit of %llu; narrow the "
+                      "selectors or the time range",
+                      (unsigned long long)stats->estimated_samples,
+                      (unsigned long long)limits->max_samples);
+    return 0;
+}
+
+int stele_query_admit(stele_tsdb *db, const char *tenant, const pq_expr *expr, int64_t start,
+                      int64_t end, const stele_query_limits *limits, stele_query_error *err,
+                      stele_query_stats *stats)
+{
+    stele_query_stats local;
+    if (!stats)
+        stats = &local;
+    memset(stats, 0, sizeof(*stats));
+    memset(err, 0, sizeof(*err));
+    qctx q = {.db = db,
+              .tenant = tenant,
+              .start = start,
+              .end = end,
+              .limits = limits,
+              .deadline = clock_mono_ns() + limits->timeout_ns,
+              .err = err,
+              .stats = stats};
+    return query_admit(&q, pq_expr_root(expr));
+}
+
 int stele_query_eval(stele_tsdb *db, const char *tenant, const pq_expr *expr, int64_t start,
                      int64_t end, int64_t step, bool range_query, const stele_query_limits *limits,
                      const volatile int *cancel, stele_query_result **out, stele_query_error *err,
@@ -1304,24 +1346,9 @@ int stele_query_eval(stele_tsdb *db, const char *tenant, const pq_expr *expr, in
     }
     arena_init(&q.a, limits->max_memory);
     /* Refuse before reading anything when the index says it would not fit. */
-    rc = estimate(&q, root, &stats->estimated_series, &stats->estimated_samples);
+    rc = query_admit(&q, root);
     if (rc)
         goto fail_arena;
-    if (stats->estimated_series > limits->max_series) {
-        rc = qerror(&q, STELE_QERR_LIMIT, "series",
-                    "query would touch %llu series, over the limit of %llu; add label matchers",
-                    (unsigned long long)stats->estimated_series,
-                    (unsigned long long)limits->max_series);
-        goto fail_arena;
-    }
-    if (stats->estimated_samples > limits->max_samples) {
-        rc = qerror(&q, STELE_QERR_LIMIT, "samples",
-                    "query would scan about %llu samples, over the limit of %llu; narrow the "
-                    "selectors or the time range",
-                    (unsigned long long)stats->estimated_samples,
-                    (unsigned long long)limits->max_samples);
-        goto fail_arena;
-    }
     rc = eval(&q, root, &r->v);
     if (rc == 0)
         rc = check_budget(&q);

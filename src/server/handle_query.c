@@ -353,6 +353,13 @@ mhd_result handle_query(stele_server *s, struct MHD_Connection *c, request *r, b
         return respond_prom_error(c, 400, "bad_data", msg);
     }
 
+    /* Over-limit queries are refused here, without waiting for a worker. */
+    rc = stele_query_admit(s->db, tenant, w.expr, w.start, w.end, &w.limits, &w.err, &w.stats);
+    if (rc) {
+        result = respond_query_error(s, c, tenant, &w.err);
+        pq_expr_free(w.expr);
+        return result;
+    }
     query_job job;
     query_job_init(&job);
     job.run = run_query;
