@@ -135,7 +135,8 @@ stop_process() {
 }
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
-# machine_load BEFORE AFTER OURS_CPU_S → "busy% other%"
+# machine_load BEFORE AFTER OURS_CPU_S → "busy% other%": how busy all cores were, and
+# the share no process of this run accounts for (other programs, kernel threads).
 machine_load() {
     echo "$1 $2 $3" | awk -v hz="$(getconf CLK_TCK)" '{
         t = $4 - $2; if (t <= 0) t = 1
@@ -161,7 +162,9 @@ if [ "$BUILD" = 1 ]; then
     cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     cmake --build "$BUILD_DIR" -j 2 --target stele ingest_load query_load >/dev/null
 fi
-[ -x "$STELE" ] && [ -x "$LOAD" ] && [ -x "$QLOAD" ] || die "$STELE, $LOAD or $QLOAD missing"
+for bin in "$STELE" "$LOAD" "$QLOAD"; do
+    [ -x "$bin" ] || die "$bin missing (BUILD=0 needs it built)"
+done
 command -v jq >/dev/null || die "jq is not installed"
 REV=${STELE_REV:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 if [ -z "${STELE_REV:-}" ] && [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no -- src include 2>/dev/null)" ]; then
@@ -219,8 +222,8 @@ workers_to_idle() {
 # port, a few times.
 NSTARTS=0
 start_stele() {
-    local dir=$1 port try
-    for try in 1 2 3 4 5; do
+    local dir=$1 port
+    for _ in 1 2 3 4 5; do
         port=$(free_port) || exit 1
         NSTARTS=$((NSTARTS + 1))
         SLOG=$WORK/stele.$NSTARTS.log
@@ -367,7 +370,7 @@ verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN {ok = op == ">=" ? v >= t 
     echo "$(date -u +%Y-%m-%dT%H:%MZ), stele $REV, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); Stele defaults (query_threads = $(($(nproc) > 1 ? $(nproc) - 1 : 1)), workers at nice +10) and config \`$(cat "$CONFIG")\`."
     echo "Each run: a fresh copy of a base directory holding $QUERY_POINTS points ($TRUCKS trucks, $(fmt "$(calc "$BASE_BYTES / 1048576")" %.1f) MiB on disk), then $INGEST_POINTS more points posted by $CLIENTS keep-alive clients in requests of $BATCH_LINES lines (acknowledged after fsync). Loaded runs: $QUERY_CLIENTS query clients loop over (b) \`max by (fleet) (max_over_time(readings_velocity[1h]))\` step 1h and (c) \`avg_over_time(diagnostics_fuel_state[10m])\` step 10m over the whole base range, from ${LOOP_LEAD_S} s before the ingestion to its end."
     echo
-    echo "| run | points/s | ack latency p50 / p99 / max ms | server CPU s | queries answered (per s) / 429 | query latency p50 / p99 ms | machine busy % / other programs % |"
+    echo "| run | points/s | ack latency p50 / p99 / max ms | server CPU s | queries answered (per s) / 429 | query latency p50 / p99 ms | machine busy % / unattributed % (other programs, kernel) |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
     jq -r 'select(.mode == "post" and .loaded != null) |
         [.label, (.points_per_s | tostring),
@@ -380,7 +383,7 @@ verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN {ok = op == ">=" ? v >= t 
     echo "Throughput under load: $(fmt "$TPUT_PCT" %.1f) % of alone (target ≥ 90 %: $(verdict "$TPUT_PCT" 90 '>=')); p99 under load: $(fmt "$P99_X" %.2f) × alone (target ≤ 1.5×: $(verdict "$P99_X" 1.5 '<='))."
     if [ -n "$WORKER_POLICY" ]; then
         echo
-        echo "**Experiment: WORKER_POLICY=$WORKER_POLICY** — Stele's query worker threads were moved to SCHED_$(echo "$WORKER_POLICY" | tr a-z A-Z) with chrt after each start (not Stele's own behaviour)."
+        echo "**Experiment: WORKER_POLICY=$WORKER_POLICY** — Stele's query worker threads were moved to SCHED_$(echo "$WORKER_POLICY" | tr '[:lower:]' '[:upper:]') with chrt after each start (not Stele's own behaviour)."
     fi
     if [ "$REFUSALS" != 1 ]; then
         echo

@@ -332,17 +332,19 @@ S_LOAD=$(machine_load "$M0" "$M1" "$(calc "$(cpu_s "$SPID") - $S_CPU0")")
 S_RSS=$(awk '/^VmHWM:/ {print $2}' "/proc/$SPID/status")
 
 # Optional profile: more runs of every query under perf (not the timed runs), one
-# recording per query, with DWARF call graphs (libzstd and libc have no frame
-# pointers), so that each query's time splits into reading (of which zstd), evaluation
-# and the JSON answer (of which float formatting), as inclusive shares of its samples.
+# recording per query: self time by library (exact whatever the unwinding), and the
+# JSON encoder's inclusive share, which needs DWARF call graphs (libc and libzstd have
+# no frame pointers).
 P_TEXT=""
 if [ "$PROFILE" = 1 ]; then
     log "stele: profiling $PROFILE_RUNS more runs of every query with perf record"
-    # share SYMBOL REPORT → inclusive percentage of SYMBOL (0 when absent)
-    share() { awk -v s="$1" '$4 == s {print $1 + 0; found = 1; exit} END {if (!found) print 0}' "$2"; }
     : >"$OUT/query-perf.txt"
-    P_TEXT="| query | median ms under perf | read (stele_tsdb_select) % | of which zstd % | JSON answer % | of which float formatting % | rest of evaluation % |"
-    P_TEXT+=$'\n'"|---|---:|---:|---:|---:|---:|---:|"
+    # share SYMBOL REPORT → its inclusive percentage in a perf report (0 when absent)
+    share() { awk -v s="$1" '$4 == s {print $1 + 0; found = 1; exit} END {if (!found) print 0}' "$2"; }
+    # lib PREFIX DSO_REPORT → self percentage of the libraries whose name starts so
+    lib() { awk -v s="$1" 'index($2, s) == 1 {t += $1} END {print t + 0}' "$2"; }
+    P_TEXT="| query | median ms under perf | libzstd (decompression) % | libxxhash (checksums) % | libc % | stele % | kernel % | JSON answer, inclusive % |"
+    P_TEXT+=$'\n'"|---|---:|---:|---:|---:|---:|---:|---:|"
     for ((i = 0; i < NQ; i++)); do
         n=${QNAMES[$i]}
         perf record -F "$PROFILE_HZ" --call-graph dwarf,8192 -p "$SPID" -o "$WORK/perf.$n.data" >/dev/null 2>&1 &
@@ -355,14 +357,10 @@ if [ "$PROFILE" = 1 ]; then
         wait "$PERF" 2>/dev/null || true
         perf report -i "$WORK/perf.$n.data" --stdio --children --sort symbol -g none 2>/dev/null |
             grep -v '^#' | grep -v '^$' >"$WORK/perf.$n.txt" || true
-        samples=$(tail -1 "$WORK/profile.jsonl" | jq -r .ms_p50)
-        rd=$(share stele_tsdb_select "$WORK/perf.$n.txt")
-        zs=$(share ZSTD_decompress "$WORK/perf.$n.txt")
-        js=$(share stele_query_result_json "$WORK/perf.$n.txt")
-        fl=$(share stele_format_prom_float "$WORK/perf.$n.txt")
-        ev=$(share stele_query_eval "$WORK/perf.$n.txt")
-        P_TEXT+=$'\n'"| $n | $samples | $rd | $zs | $js | $fl | $(fmt "$(calc "$ev - $rd")" %.1f) |"
-        { echo "=== $n: ${QDESC[$i]}"; head -40 "$WORK/perf.$n.txt"; } >>"$OUT/query-perf.txt"
+        perf report -i "$WORK/perf.$n.data" --stdio --no-children --sort dso -g none 2>/dev/null |
+            grep -v '^#' | grep -v '^$' | awk '{print $1, $2}' >"$WORK/perf.$n.dso" || true
+        P_TEXT+=$'\n'"| $n | $(tail -1 "$WORK/profile.jsonl" | jq -r .ms_p50) | $(lib libzstd "$WORK/perf.$n.dso") | $(lib libxxhash "$WORK/perf.$n.dso") | $(lib libc. "$WORK/perf.$n.dso") | $(lib stele "$WORK/perf.$n.dso") | $(lib '[kernel' "$WORK/perf.$n.dso") | $(share stele_query_result_json "$WORK/perf.$n.txt") |"
+        { echo "=== $n: ${QDESC[$i]}"; cat "$WORK/perf.$n.dso"; head -40 "$WORK/perf.$n.txt"; } >>"$OUT/query-perf.txt"
         rm -f "$WORK/perf.$n.data"
     done
 fi
@@ -482,7 +480,7 @@ row() { # row NAME → one table row from the JSON lines
     echo
     echo "The issue's count query as written, \`$ISSUE_COUNT_QUERY\`: Stele answers ${S_ISSUE_COUNT##* } \`$(echo "${S_ISSUE_COUNT% *}" | jq -r '.error // .status' 2>/dev/null)\` (as Prometheus 2.x does: count_over_time drops the metric name, so a truck's ten metrics collide); VictoriaMetrics answers ${V_ISSUE_COUNT##* } with $(echo "${V_ISSUE_COUNT% *}" | jq -r '.data.result[0].value[1] // .error' 2>/dev/null). Row g times the PromQL-valid form, one count_over_time per metric summed."
     echo
-    echo "Machine while timing (busy % of all cores / share no process of this run explains): Stele ${S_LOAD// / \/ }, VictoriaMetrics ${V_LOAD// / \/ }. Peak RSS: Stele $(fmt "$(calc "$S_RSS / 1024")" %.0f) MiB, VictoriaMetrics $(fmt "$(calc "$V_RSS / 1024")" %.0f) MiB."
+    echo "Machine while timing (busy % of all cores / share no process of this run explains: other programs, kernel): Stele ${S_LOAD// / \/ }, VictoriaMetrics ${V_LOAD// / \/ }. Peak RSS: Stele $(fmt "$(calc "$S_RSS / 1024")" %.0f) MiB, VictoriaMetrics $(fmt "$(calc "$V_RSS / 1024")" %.0f) MiB."
     echo "Ingest on the way (not the subject here): Stele $(json_get "$S_POST" points_per_s) points/s, VictoriaMetrics $(json_get "$V_POST" points_per_s) points/s."
     if [ "${#WARNINGS[@]}" -gt 0 ]; then
         echo
@@ -491,7 +489,7 @@ row() { # row NAME → one table row from the JSON lines
     fi
     if [ -n "$P_TEXT" ]; then
         echo
-        echo "Where Stele's time goes (perf, $PROFILE_RUNS extra runs per query at $PROFILE_HZ Hz, inclusive shares of the server's samples; top symbols per query in bench/out/query-perf.txt):"
+        echo "Where Stele's time goes (perf, $PROFILE_RUNS extra runs per query at $PROFILE_HZ Hz; shares of the server's samples: self time by library, and the JSON encoder inclusive; top symbols per query in bench/out/query-perf.txt):"
         echo
         echo "$P_TEXT"
     fi
