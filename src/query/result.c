@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/text.h"
 #include "query/query_internal.h"
 #include "stele/query.h"
 
@@ -330,17 +331,7 @@ static void sb_json_string(sbuf *b, const char *s, size_t n)
     if (b->failed)
         return;
     b->data[b->len++] = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            b->data[b->len++] = '\\';
-            b->data[b->len++] = (char)c;
-        } else if (c < 0x20) {
-            b->len += (size_t)snprintf(b->data + b->len, 7, "\\u%04x", c);
-        } else {
-            b->data[b->len++] = (char)c;
-        }
-    }
+    b->len += json_escape_bytes(s, n, b->data + b->len);
     b->data[b->len++] = '"';
     b->data[b->len] = '\0';
 }

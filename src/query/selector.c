@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/text.h"
+
 typedef struct {
     const char *s;
     size_t len;
@@ -56,17 +58,6 @@ static const char *scan_name(scanner *sc, bool metric)
     return start;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int scan_string(scanner *sc, const char **value)
 {
     if (sc->pos >= sc->len)
@@ -102,8 +93,8 @@ static int scan_string(scanner *sc, const char **value)
                 c = '\r';
                 break;
             case 'x': {
-                int h = sc->pos + 1 < sc->len ? hexval(sc->s[sc->pos]) : -1;
-                int l = h >= 0 ? hexval(sc->s[sc->pos + 1]) : -1;
+                int h = sc->pos + 1 < sc->len ? hex_digit_value(sc->s[sc->pos]) : -1;
+                int l = h >= 0 ? hex_digit_value(sc->s[sc->pos + 1]) : -1;
                 if (l < 0)
                     return scan_error(sc, "invalid \\x escape");
                 c = (char)(h * 16 + l);

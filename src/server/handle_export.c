@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "common/clock.h"
+#include "common/text.h"
 #include "common/hashmap.h"
 #include "server/server_internal.h"
 #include "stele/selector.h"
@@ -59,17 +60,7 @@ static void out_json_string(out_buf *o, const char *s, size_t len)
     if (!out_reserve(o, len * 6 + 2))
         return;
     o->data[o->len++] = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') {
-            o->data[o->len++] = '\\';
-            o->data[o->len++] = (char)ch;
-        } else if (ch < 0x20) {
-            o->len += (size_t)snprintf(o->data + o->len, 7, "\\u%04x", ch);
-        } else {
-            o->data[o->len++] = (char)ch;
-        }
-    }
+    o->len += json_escape_bytes(s, len, o->data + o->len);
     o->data[o->len++] = '"';
 }
 

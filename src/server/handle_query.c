@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/text.h"
 #include <time.h>
 
 #include "common/clock.h"
@@ -27,17 +29,6 @@
 
 /* ---- parameters -------------------------------------------------------------------- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes in[0..n) (and '+' → space) into out; returns the length. */
 static size_t url_decode(const char *in, size_t n, char *out)
 {
@@ -45,8 +36,9 @@ static size_t url_decode(const char *in, size_t n, char *out)
     for (size_t i = 0; i < n; i++) {
         if (in[i] == '+') {
             out[k++] = ' ';
-        } else if (in[i] == '%' && i + 2 < n && hexval(in[i + 1]) >= 0 && hexval(in[i + 2]) >= 0) {
-            out[k++] = (char)(hexval(in[i + 1]) * 16 + hexval(in[i + 2]));
+        } else if (in[i] == '%' && i + 2 < n && hex_digit_value(in[i + 1]) >= 0 &&
+                   hex_digit_value(in[i + 2]) >= 0) {
+            out[k++] = (char)(hex_digit_value(in[i + 1]) * 16 + hex_digit_value(in[i + 2]));
             i += 2;
         } else {
             out[k++] = in[i];
@@ -459,17 +451,7 @@ static void cc_json_string(collect_ctx *cc, const char *s, size_t n)
     if (!cc_reserve(cc, n * 6 + 2))
         return;
     cc->data[cc->len++] = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') {
-            cc->data[cc->len++] = '\\';
-            cc->data[cc->len++] = (char)ch;
-        } else if (ch < 0x20) {
-            cc->len += (size_t)snprintf(cc->data + cc->len, 7, "\\u%04x", ch);
-        } else {
-            cc->data[cc->len++] = (char)ch;
-        }
-    }
+    cc->len += json_escape_bytes(s, n, cc->data + cc->len);
     cc->data[cc->len++] = '"';
 }
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/text.h"
 #include "server/server_internal.h"
 
 /* 32 MiB per SPEC §3: a minute of a large plant's telemetry per request, yet small
@@ -155,22 +156,14 @@ mhd_result respond(struct MHD_Connection *c, unsigned status, const char *conten
 }
 
 /* Appends s to out as a JSON string body (without quotes). */
+/* Escapes a NUL-terminated message into out (cap bytes), truncating long ones. */
 static size_t json_escape(const char *s, char *out, size_t cap)
 {
-    size_t n = 0;
-    for (; *s && n + 7 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)ch;
-        } else if (ch < 0x20) {
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", ch);
-        } else {
-            out[n++] = (char)ch;
-        }
-    }
-    out[n] = '\0';
-    return n;
+    size_t k = 0;
+    for (; *s && k + 7 < cap; s++)
+        k += json_escape_bytes(s, 1, out + k);
+    out[k] = '\0';
+    return k;
 }
 
 mhd_result respond_error(struct MHD_Connection *c, unsigned status, const char *code,

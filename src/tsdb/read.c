@@ -17,39 +17,13 @@
 #include "tsdb/series_key.h"
 #include "tsdb/tsdb_internal.h"
 
-typedef struct {
-    int64_t *ts;
-    double *v;
-    size_t n;
-    size_t cap;
-} run_buf;
-
-static int run_reserve(run_buf *b, size_t need)
-{
-    if (need <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need)
-        cap *= 2;
-    int64_t *ts = realloc(b->ts, cap * sizeof(*ts));
-    if (!ts)
-        return -ENOMEM;
-    b->ts = ts;
-    double *v = realloc(b->v, cap * sizeof(*v));
-    if (!v)
-        return -ENOMEM;
-    b->v = v;
-    b->cap = cap;
-    return 0;
-}
-
 /* acc = merge(acc, newer[0..n)) using out as scratch. */
-static int run_merge(run_buf *acc, run_buf *out, const int64_t *ts, const double *v, size_t n)
+static int run_merge(sample_buf *acc, sample_buf *out, const int64_t *ts, const double *v, size_t n)
 {
     if (n == 0)
         return 0;
     if (acc->n == 0) {
-        int rc = run_reserve(acc, n);
+        int rc = sample_buf_reserve(acc, n);
         if (rc)
             return rc;
         memcpy(acc->ts, ts, n * sizeof(*ts));
@@ -57,11 +31,11 @@ static int run_merge(run_buf *acc, run_buf *out, const int64_t *ts, const double
         acc->n = n;
         return 0;
     }
-    int rc = run_reserve(out, acc->n + n);
+    int rc = sample_buf_reserve(out, acc->n + n);
     if (rc)
         return rc;
     out->n = samples_merge(acc->ts, acc->v, acc->n, ts, v, n, out->ts, out->v);
-    run_buf t = *acc;
+    sample_buf t = *acc;
     *acc = *out;
     *out = t;
     return 0;
@@ -91,8 +65,8 @@ static size_t clip_range(const int64_t *ts, size_t n, int64_t mint, int64_t maxt
     return start;
 }
 
-static int merge_head(tsdb_head *h, uint64_t id, int64_t mint, int64_t maxt, run_buf *acc,
-                      run_buf *out)
+static int merge_head(tsdb_head *h, uint64_t id, int64_t mint, int64_t maxt, sample_buf *acc,
+                      sample_buf *out)
 {
     int64_t *ts = NULL;
     double *v = NULL;
@@ -112,7 +86,7 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
     char errbuf[256];
     uint64_t *ids = NULL;
     size_t nids = 0;
-    run_buf acc = {0}, out = {0}, tmp = {0};
+    sample_buf acc = {0}, out = {0}, tmp = {0};
     block_cache *caches = NULL; /* one per block: reads alternate between blocks */
     tsdb_head *active = NULL, *frozen = NULL;
     block_set *blocks = NULL;
@@ -145,7 +119,7 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
             const block_entry *e = block_find(blk, id);
             if (!e || e->maxt < mint || e->mint > maxt)
                 continue;
-            rc = run_reserve(&tmp, e->npoints);
+            rc = sample_buf_reserve(&tmp, e->npoints);
             if (rc == 0)
                 rc = block_read_series(blk, e, &caches[b], tmp.ts, tmp.v);
             if (rc) {
@@ -179,12 +153,9 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
         block_cache_free(&caches[b]);
     free(caches);
     block_set_release(blocks);
-    free(acc.ts);
-    free(acc.v);
-    free(out.ts);
-    free(out.v);
-    free(tmp.ts);
-    free(tmp.v);
+    sample_buf_free(&acc);
+    sample_buf_free(&out);
+    sample_buf_free(&tmp);
     free(order);
     free(ids);
     return rc;

@@ -80,3 +80,31 @@ size_t samples_merge(const int64_t *ats, const double *av, size_t na, const int6
     }
     return k;
 }
+
+int sample_buf_reserve(sample_buf *b, size_t need)
+{
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    int64_t *ts = realloc(b->ts, cap * sizeof(*ts));
+    if (!ts)
+        return -ENOMEM;
+    b->ts = ts;
+    double *v = realloc(b->v, cap * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    b->v = v;
+    b->cap = cap;
+    return 0;
+}
+
+void sample_buf_free(sample_buf *b)
+{
+    free(b->ts);
+    free(b->v);
+    b->ts = NULL;
+    b->v = NULL;
+    b->n = b->cap = 0;
+}

@@ -21,4 +21,16 @@ long samples_sort_dedup(int64_t *ts, double *v, size_t n);
 size_t samples_merge(const int64_t *ats, const double *av, size_t na, const int64_t *bts,
                      const double *bv, size_t nb, int64_t *out_ts, double *out_v);
 
+/* A growable pair of timestamp and value arrays (reads and compaction). */
+typedef struct {
+    int64_t *ts;
+    double *v;
+    size_t n;
+    size_t cap;
+} sample_buf;
+
+/* Makes room for need samples (contents kept). -ENOMEM. */
+int sample_buf_reserve(sample_buf *b, size_t need);
+void sample_buf_free(sample_buf *b);
+
 #endif

@@ -1051,38 +1051,6 @@ int stele_tsdb_flush(stele_tsdb *db)
 
 /* ---- compaction and retention ---------------------------------------------------- */
 
-typedef struct {
-    int64_t *ts;
-    double *v;
-    size_t n;
-    size_t cap;
-} sample_buf;
-
-static int sample_buf_reserve(sample_buf *b, size_t need)
-{
-    if (need <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need)
-        cap *= 2;
-    int64_t *ts = realloc(b->ts, cap * sizeof(*ts));
-    if (!ts)
-        return -ENOMEM;
-    b->ts = ts;
-    double *v = realloc(b->v, cap * sizeof(*v));
-    if (!v)
-        return -ENOMEM;
-    b->v = v;
-    b->cap = cap;
-    return 0;
-}
-
-static void sample_buf_free(sample_buf *b)
-{
-    free(b->ts);
-    free(b->v);
-}
-
 /* Sorted, distinct ids of all series in the blocks. *ids malloc'd. */
 static int block_union_ids(tsdb_block **in, size_t nin, uint64_t **ids, size_t *nids)
 {
