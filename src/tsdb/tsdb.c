@@ -403,6 +403,19 @@ uint64_t stele_tsdb_tenant_series(stele_tsdb *db, const char *tenant)
 /* Checks the series quota of each tenant in the batch before creating any series. */
 static int batch_check_series_quota(stele_tsdb *db, stele_batch *b, uint64_t limit)
 {
+    /* Fast path: even if every key of the batch were new, its tenant stays within the
+     * limit (batches from the HTTP API hold one tenant: check the first key's). */
+    if (b->nkeys) {
+        const uint8_t *key = b->key_bytes + b->keys[0].off;
+        bool one_tenant = true;
+        for (uint32_t i = 1; i < b->nkeys && one_tenant; i++) {
+            const uint8_t *k = b->key_bytes + b->keys[i].off;
+            one_tenant = k[0] == key[0] && !memcmp(k + 1, key + 1, key[0]);
+        }
+        if (one_tenant &&
+            index_tenant_series(&db->ix, (const char *)key + 1, key[0]) + b->nkeys <= limit)
+            return 0;
+    }
     /* New series per tenant; batches from the HTTP API hold one tenant, so a tiny
      * linear table is enough. */
     struct {
