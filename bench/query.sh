@@ -158,8 +158,8 @@ uri() { jq -rn --arg v "$1" '$v|@uri'; }
 # and SURL. A port taken between our probe and the bind (other programs share the box)
 # is retried on another port, a few times.
 start_server() {
-    local kind=$1 dir=$2 logf=$3 port try
-    for try in 1 2 3 4 5; do
+    local kind=$1 dir=$2 logf=$3 port
+    for _ in 1 2 3 4 5; do
         port=$(free_port) || exit 1
         SURL=http://127.0.0.1:$port
         : >"$logf"
@@ -187,7 +187,9 @@ if [ "$BUILD" = 1 ]; then
     cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     cmake --build "$BUILD_DIR" -j 2 --target stele ingest_load query_load >/dev/null
 fi
-[ -x "$STELE" ] && [ -x "$LOAD" ] && [ -x "$QLOAD" ] || die "$STELE, $LOAD or $QLOAD missing"
+for bin in "$STELE" "$LOAD" "$QLOAD"; do
+    [ -x "$bin" ] || die "$bin missing (BUILD=0 needs it built)"
+done
 command -v victoria-metrics >/dev/null || die "victoria-metrics is not installed (apt-get install victoria-metrics)"
 command -v jq >/dev/null || die "jq is not installed"
 [ "$PROFILE" = 0 ] || command -v perf >/dev/null || die "PROFILE=1 needs perf"
@@ -231,10 +233,10 @@ COUNT_WINDOW_H=$(((SPAN_S + OFFSET_S + 3599) / 3600))
 ISSUE_COUNT_QUERY="sum(count_over_time({__name__=~\"readings_.*|diagnostics_.*\"}[${COUNT_WINDOW_H}h]))"
 COUNT_QUERY=""
 for f in latitude longitude elevation velocity heading grade fuel_consumption; do
-    COUNT_QUERY="${COUNT_QUERY:+$COUNT_QUERY + }sum(count_over_time(readings_$f[${COUNT_WINDOW_H}h]))"
+    COUNT_QUERY="${COUNT_QUERY:+$COUNT_QUERY + }sum(count_over_time(readings_${f}[${COUNT_WINDOW_H}h]))"
 done
 for f in fuel_state current_load status; do
-    COUNT_QUERY="$COUNT_QUERY + sum(count_over_time(diagnostics_$f[${COUNT_WINDOW_H}h]))"
+    COUNT_QUERY="$COUNT_QUERY + sum(count_over_time(diagnostics_${f}[${COUNT_WINDOW_H}h]))"
 done
 
 # name | description | compare mode (labels, by-value, shape) | target
