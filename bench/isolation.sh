@@ -14,7 +14,10 @@
 # heavy range queries (b) and (c) of bench/query.sh over the whole base range, back to
 # back, for as long as the ingestion lasts (SIGTERM ends the loop; --seconds bounds it
 # anyway). REPEATS pairs; the report gives each run and the medians, and the targets:
-# loaded throughput ≥ 90 % of alone, loaded p99 ≤ 1.5 × alone.
+# loaded throughput ≥ 90 % of alone, loaded p99 ≤ 1.5 × alone. To say where a loss comes
+# from, each run splits the server's CPU by thread kind (query workers, connection
+# threads, the rest) and gives the query client's CPU and how busy the whole box was
+# (a shared box shows up as "unattributed").
 #
 # Refusals: the config gives tenant `limited` max_samples_per_query = LIMIT_SAMPLES (a
 # tenant override, so the default tenant's heavy queries still run). An over-limit
@@ -31,9 +34,9 @@
 # CLIENTS (2 posters), BATCH_LINES (5000), QUERY_CLIENTS (8), REPEATS (3),
 # REFUSAL_TRIES (50), LIMIT_SAMPLES (1000), LOOP_MAX_S (300: bound of a query loop),
 # REFUSALS (1; 0 skips the refusal part), KEEP (0), WORKDIR, BUILD_DIR (build), BUILD (1).
-# WORKER_POLICY (an experiment, off by default): "idle" moves Stele's query workers (the
-# threads it runs at nice +10) to SCHED_IDLE with chrt after each start, to see what a
-# weaker scheduling class would buy; the report says so when it is on.
+# WORKER_POLICY (an experiment, off by default): "idle" moves Stele's query workers to
+# SCHED_IDLE with chrt after each start — how the nice +10 workers of earlier revisions
+# were shown to cost ingestion; a no-op since Stele runs them so itself.
 # Results: a table on stdout, bench/out/isolation.md and bench/out/isolation.jsonl.
 set -euo pipefail
 
@@ -204,17 +207,32 @@ OVER_LIMIT="/api/v1/query_range?query=$(uri 'max_over_time(readings_velocity[1h]
 # Within it: one series, one sample.
 WITHIN_LIMIT="/api/v1/query?query=$(uri 'readings_velocity{name="truck_0"}')&time=$((Q_LAST + OFFSET_S))"
 
-# workers_to_idle PID: the threads of PID at nice +10 (Stele's query workers) to
-# SCHED_IDLE (WORKER_POLICY=idle only).
+# query_workers PID: the tids of Stele's query workers — the threads it runs under
+# SCHED_IDLE (policy 5, stat field 41) or, where that is refused, at nice +10 (field 19).
+query_workers() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        awk '{cl = index($0, ")"); split(substr($0, cl + 2), f, " ")
+              if (f[39] == 5 || f[17] == 10) {n = split(FILENAME, p, "/"); print p[n - 1]}}' "$t/stat"
+    done
+}
+# describe_workers PID → e.g. "1 thread(s) under SCHED_IDLE"
+describe_workers() {
+    local tids policy
+    tids=$(query_workers "$1")
+    [ -n "$tids" ] || { echo "none found at SCHED_IDLE or nice +10"; return; }
+    policy=$(chrt -p "$(echo "$tids" | head -1)" | sed -n 's/.*scheduling policy: //p')
+    echo "$(echo "$tids" | wc -l) thread(s) under $policy, nice $(awk '{cl = index($0, ")"); split(substr($0, cl + 2), f, " "); print f[17]}' "/proc/$1/task/$(echo "$tids" | head -1)/stat")"
+}
+# workers_to_idle PID: Stele's query workers to SCHED_IDLE (WORKER_POLICY=idle only; a
+# no-op for a Stele that already runs them so).
 workers_to_idle() {
     local t n=0
-    for t in /proc/"$1"/task/*; do
-        if [ "$(awk '{cl = index($0, ")"); split(substr($0, cl + 2), f, " "); print f[17]}' "$t/stat")" = 10 ]; then
-            chrt --idle -p 0 "${t##*/}" || die "chrt --idle failed for thread ${t##*/}"
-            n=$((n + 1))
-        fi
+    for t in $(query_workers "$1"); do
+        chrt --idle -p 0 "$t" || die "chrt --idle failed for thread $t"
+        n=$((n + 1))
     done
-    [ "$n" -gt 0 ] || die "WORKER_POLICY=idle: no thread at nice +10 found in $1"
+    [ "$n" -gt 0 ] || die "WORKER_POLICY=idle: no query worker found in $1"
 }
 
 # start_stele DIR: sets SPID, SURL, AUTH and SLOG (this server's stderr). A port taken
@@ -248,6 +266,7 @@ start_stele() {
 log "preparing the base data directory"
 BASE=$WORK/base
 start_stele "$BASE"
+WORKERS=$(describe_workers "$SPID")
 "$LOAD" post --url "$SURL" --file "$QWL" --token-file "$BASE/admin.token" --clients "$CLIENTS" \
     --batch-lines "$BATCH_LINES" --label base >>"$RESULTS" || die "posting the base failed"
 "$LOAD" post --url "$SURL" --file "$WORK/limited.lp" --token-file "$BASE/admin.token" \
@@ -260,10 +279,49 @@ LIMITED_AUTH="Authorization: Token $(cat "$WORK/limited.token")"
 stop_process "$SPID" # flushes the head: the base is all in blocks
 BASE_BYTES=$(du -sb "$BASE" | cut -f1)
 
+# Server CPU by kind of thread while the ingestion runs: "query-worker" (SCHED_IDLE or
+# nice +10), "http-connection" (libmicrohttpd's thread per connection: request parsing,
+# ingestion of the body, sending answers) and "other" (log writer, flusher, main).
+# thread_ticks PID → "tid class ticks" per thread.
+thread_ticks() {
+    awk 'FNR == 1 {
+            s = $0; op = index(s, "("); cl = 0
+            for (i = length(s); i > 0; i--) if (substr(s, i, 1) == ")") { cl = i; break }
+            comm = substr(s, op + 1, cl - op - 1)
+            split(substr(s, cl + 2), f, " "); split(FILENAME, p, "/")
+            cls = (f[39] == 5 || f[17] == 10) ? "query-worker" : (comm ~ /^MHD-connection/ ? "http-connection" : "other")
+            print p[5], cls, f[12] + f[13]
+        }' /proc/"$1"/task/*/stat 2>/dev/null || true
+}
+# Threads may start during the run: sample every 0.25 s while PID $2 runs, keep the
+# last sight of each thread.
+thread_sampler() {
+    local pid=$1 watch=$2 out=$3
+    while kill -0 "$watch" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do
+        thread_ticks "$pid" >>"$out"
+        sleep 0.25
+    done
+    thread_ticks "$pid" >>"$out"
+}
+# thread_cpu_by_class BEFORE SAMPLES TOTAL_S → {"query-worker":s,"http-connection":s,
+# "other":s}. Connection threads end with their connections, between two samples, so
+# their share is the server's total minus the long-lived threads' (sampled exactly).
+thread_cpu_by_class() {
+    awk -v hz="$(getconf CLK_TCK)" -v total="$3" 'NR == FNR {b[$1] = $3; next}
+        {last[$1] = $3; cls[$1] = $2}
+        END {
+            n["query-worker"] = n["other"] = 0
+            for (t in last) {d = last[t] - b[t]; if (d > 0 && cls[t] != "http-connection") n[cls[t]] += d}
+            w = n["query-worker"] / hz; o = n["other"] / hz; h = total - w - o; if (h < 0) h = 0
+            printf "{\"query-worker\":%.2f,\"http-connection\":%.2f,\"other\":%.2f}", w, h, o
+        }' "$1" "$2"
+}
+
 # ---- ingestion alone / under query load -------------------------------------------------
 # one_run LABEL LOADED(0|1): a fresh copy of the base, one measured ingestion.
 one_run() {
-    local label=$1 loaded=$2 dir=$WORK/run loop_pid="" post loopj="null" c0 c1 m0 m1 ml
+    local label=$1 loaded=$2 dir=$WORK/run loop_pid="" post post_pid loopj="null" c0 c1 m0 m1 ml
+    local q0=0 q1=0 qcpu=0 threads
     rm -rf "$dir"
     cp -a "$BASE" "$dir"
     rm -f "$dir/LOCK"
@@ -276,15 +334,26 @@ one_run() {
         loop_pid=$!
         PIDS+=("$loop_pid")
         sleep "$LOOP_LEAD_S"
+        q0=$(cpu_s "$loop_pid")
     fi
+    thread_ticks "$SPID" >"$WORK/threads.before"
+    : >"$WORK/threads.samples"
     c0=$(cpu_s "$SPID")
     m0=$(machine_ticks)
-    post=$("$LOAD" post --url "$SURL" --file "$IWL" --token-file "$dir/admin.token" \
-        --clients "$CLIENTS" --batch-lines "$BATCH_LINES" --label "$label") ||
-        { tail -20 "$SLOG" >&2; die "$label: posting failed"; }
+    "$LOAD" post --url "$SURL" --file "$IWL" --token-file "$dir/admin.token" \
+        --clients "$CLIENTS" --batch-lines "$BATCH_LINES" --label "$label" >"$WORK/post.json" &
+    post_pid=$!
+    PIDS+=("$post_pid")
+    thread_sampler "$SPID" "$post_pid" "$WORK/threads.samples" &
+    local sampler=$!
+    wait "$post_pid" || { tail -20 "$SLOG" >&2; die "$label: posting failed"; }
     m1=$(machine_ticks)
     c1=$(cpu_s "$SPID")
-    ml=$(machine_load "$m0" "$m1" "$(calc "$c1 - $c0 + $(json_get "$post" client_cpu_s)")")
+    [ -n "$loop_pid" ] && q1=$(cpu_s "$loop_pid") && qcpu=$(calc "$q1 - $q0")
+    wait "$sampler" || true
+    post=$(cat "$WORK/post.json")
+    threads=$(thread_cpu_by_class "$WORK/threads.before" "$WORK/threads.samples" "$(calc "$c1 - $c0")")
+    ml=$(machine_load "$m0" "$m1" "$(calc "$c1 - $c0 + $(json_get "$post" client_cpu_s) + $qcpu")")
     if [ -n "$loop_pid" ]; then
         kill -TERM "$loop_pid" 2>/dev/null || true
         wait "$loop_pid" || warn "$label: the query loop reported errors: $(tail -3 "$WORK/loop.err")"
@@ -292,8 +361,9 @@ one_run() {
         [ -n "$loopj" ] || loopj=null
     fi
     echo "$post" | jq -c --argjson loop "$loopj" --arg load "$ml" --argjson cpu "$(calc "$c1 - $c0")" \
-        --argjson loaded "$loaded" '. + {loaded: ($loaded == 1), query_loop: $loop, server_cpu_s: $cpu, machine_busy_other: $load}' >>"$RESULTS"
-    log "$label: $(json_get "$post" points_per_s) points/s, p99 $(json_get "$post" latency_ms_p99) ms${loop_pid:+, queries: $(json_get "$loopj" ok) ok, $(json_get "$loopj" status_429) refused (429)}; machine busy/other % $ml"
+        --argjson threads "$threads" --argjson qcpu "$qcpu" --argjson loaded "$loaded" \
+        '. + {loaded: ($loaded == 1), query_loop: $loop, server_cpu_s: $cpu, server_cpu_s_by_thread: $threads, query_client_cpu_s: $qcpu, machine_busy_other: $load}' >>"$RESULTS"
+    log "$label: $(json_get "$post" points_per_s) points/s, p99 $(json_get "$post" latency_ms_p99) ms${loop_pid:+, queries: $(json_get "$loopj" ok) ok, $(json_get "$loopj" status_429) refused (429)}; server CPU by thread $threads; machine busy/other % $ml"
     stop_process "$SPID"
     rm -rf "$dir"
 }
@@ -367,14 +437,16 @@ verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN {ok = op == ">=" ? v >= t 
 {
     echo "### Isolation benchmark (issue 3)"
     echo
-    echo "$(date -u +%Y-%m-%dT%H:%MZ), stele $REV, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); Stele defaults (query_threads = $(($(nproc) > 1 ? $(nproc) - 1 : 1)), workers at nice +10) and config \`$(cat "$CONFIG")\`."
+    echo "$(date -u +%Y-%m-%dT%H:%MZ), stele $REV, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); Stele defaults (query workers: $WORKERS) and config \`$(cat "$CONFIG")\`."
     echo "Each run: a fresh copy of a base directory holding $QUERY_POINTS points ($TRUCKS trucks, $(fmt "$(calc "$BASE_BYTES / 1048576")" %.1f) MiB on disk), then $INGEST_POINTS more points posted by $CLIENTS keep-alive clients in requests of $BATCH_LINES lines (acknowledged after fsync). Loaded runs: $QUERY_CLIENTS query clients loop over (b) \`max by (fleet) (max_over_time(readings_velocity[1h]))\` step 1h and (c) \`avg_over_time(diagnostics_fuel_state[10m])\` step 10m over the whole base range, from ${LOOP_LEAD_S} s before the ingestion to its end."
     echo
-    echo "| run | points/s | ack latency p50 / p99 / max ms | server CPU s | queries answered (per s) / 429 | query latency p50 / p99 ms | machine busy % / unattributed % (other programs, kernel) |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| run | points/s | ack latency p50 / p99 / max ms | server CPU s (query worker / http connections / other) | query client CPU s | queries answered (per s) / 429 | query latency p50 / p99 ms | machine busy % / unattributed % (other programs, kernel) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     jq -r 'select(.mode == "post" and .loaded != null) |
         [.label, (.points_per_s | tostring),
-         "\(.latency_ms_p50) / \(.latency_ms_p99) / \(.latency_ms_max)", (.server_cpu_s | tostring),
+         "\(.latency_ms_p50) / \(.latency_ms_p99) / \(.latency_ms_max)",
+         "\(.server_cpu_s) (\(.server_cpu_s_by_thread["query-worker"]) / \(.server_cpu_s_by_thread["http-connection"]) / \(.server_cpu_s_by_thread.other))",
+         (if .query_loop then (.query_client_cpu_s | tostring) else "—" end),
          (if .query_loop then "\(.query_loop.ok) (\(.query_loop.ok_per_s)) / \(.query_loop.status_429)" else "—" end),
          (if .query_loop then "\(.query_loop.ms_p50) / \(.query_loop.ms_p99)" else "—" end),
          (.machine_busy_other | split(" ") | join(" / "))] | "| " + join(" | ") + " |"' "$RESULTS"

@@ -442,6 +442,17 @@ for ((i = 0; i < NQ; i++)); do
         sed 's/^/    /' "$WORK/compare.$n.txt" >&2
     fi
 done
+# topk: Prometheus 2.x answers an instant topk highest first (its engine keeps the
+# aggregation's order for instant queries), and so does VictoriaMetrics; dashboards
+# showing the answer as a table rely on it.
+for s in stele vm; do
+    if ! jq -e '[.data.result[].value[1] | tonumber] | . == (sort | reverse)' \
+        "$WORK/answers/$s.e_topk5_load.json" >/dev/null; then
+        order=$(jq -c '[.data.result[].value[1]]' "$WORK/answers/$s.e_topk5_load.json")
+        WARNINGS+=("$s answers topk(5, …) in the order $order, not highest first as Prometheus does")
+        warn "${WARNINGS[-1]}"
+    fi
+done
 # The count must be every point posted, on both sides.
 for s in stele vm; do
     got=$(jq -r '.data.result[0].value[1]' "$WORK/answers/$s.g_count_all.json")

@@ -132,6 +132,22 @@ static int series_cmp(const void *a, const void *b)
     return lset_compare(&((const sseries *)a)->ls, &((const sseries *)b)->ls);
 }
 
+static int series_value_desc(const void *a, const void *b)
+{
+    double x = ((const sseries *)a)->v[0], y = ((const sseries *)b)->v[0];
+    if (x != y && !(isnan(x) && isnan(y)))
+        return isnan(y) || x > y ? -1 : 1;
+    return series_cmp(a, b);
+}
+
+static int series_value_asc(const void *a, const void *b)
+{
+    double x = ((const sseries *)a)->v[0], y = ((const sseries *)b)->v[0];
+    if (x != y && !(isnan(x) && isnan(y)))
+        return isnan(y) || x < y ? -1 : 1;
+    return series_cmp(a, b);
+}
+
 static void vec_sort(value *v)
 {
     if (v->n > 1)
@@ -700,7 +716,11 @@ static int eval_aggregate(qctx *q, const pq_node *n, value *out)
                 }
             }
         }
-        vec_sort(out);
+        /* An instant result lists the selected series best first, as Prometheus does. */
+        if (q->nsteps == 1 && out->n > 1)
+            qsort(out->s, out->n, sizeof(*out->s), bottom ? series_value_asc : series_value_desc);
+        else
+            vec_sort(out);
         return 0;
     }
 
