@@ -57,7 +57,15 @@ typedef struct {
     uint64_t peak_memory; /* bytes */
     uint64_t estimated_series;
     uint64_t estimated_samples;
+    int64_t resolution_ns; /* what answered: 0 raw, else the tier's resolution */
 } stele_query_stats;
+
+/* Which data answers a query (SPEC §5). AUTO: the coarsest downsampled tier that gives
+ * exactly the raw answer, else raw data; an error when raw data the query needs has
+ * expired and no tier answers it exactly. RAW, or a tier's resolution in ns: that data
+ * only (an error when it cannot answer exactly). */
+#define STELE_RESOLUTION_AUTO INT64_C(-1)
+#define STELE_RESOLUTION_RAW INT64_C(0)
 
 typedef struct stele_query_result stele_query_result;
 
@@ -66,8 +74,8 @@ typedef struct stele_query_result stele_query_result;
  * NULL, is polled: when it becomes non-zero the query stops with a timeout error. */
 int stele_query_eval(stele_tsdb *db, const char *tenant, const pq_expr *expr, int64_t start,
                      int64_t end, int64_t step, bool range_query, const stele_query_limits *limits,
-                     const volatile int *cancel, stele_query_result **out, stele_query_error *err,
-                     stele_query_stats *stats);
+                     int64_t resolution, const volatile int *cancel, stele_query_result **out,
+                     stele_query_error *err, stele_query_stats *stats);
 void stele_query_result_free(stele_query_result *r);
 
 /* The check stele_query_eval starts with, on its own: estimates the query's cost from
@@ -75,8 +83,8 @@ void stele_query_result_free(stele_query_result *r);
  * a limit would be exceeded. Cheap enough for the connection thread, so an over-limit
  * query is refused at once even when the query pool is busy. */
 int stele_query_admit(stele_tsdb *db, const char *tenant, const pq_expr *expr, int64_t start,
-                      int64_t end, const stele_query_limits *limits, stele_query_error *err,
-                      stele_query_stats *stats);
+                      int64_t end, int64_t step, const stele_query_limits *limits,
+                      int64_t resolution, stele_query_error *err, stele_query_stats *stats);
 
 /* Appends the result as Prometheus' "data" object ({"resultType":…,"result":…}) to a
  * malloc'd buffer. */

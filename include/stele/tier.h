@@ -70,4 +70,15 @@ typedef enum {
 bool stele_tier_window(const stele_bucket *b, size_t n, int64_t resolution, int64_t t,
                        int64_t range, stele_tier_fn fn, double *out);
 
+/* A plain selector's value at t (t a multiple of the resolution) with Prometheus'
+ * lookback window [t − lookback, t]: the sample at t, else the last sample of the latest
+ * non-empty bucket before t if it lies within the window. Exact for any resolution.
+ * false when there is no sample in the window. */
+bool stele_tier_instant(const stele_bucket *b, size_t n, int64_t t, int64_t lookback, double *out);
+
+/* "auto" → -1, "raw" → 0, a duration ("1m", "1h", "90s") → its length in ns. -EINVAL. */
+int stele_resolution_parse(const char *text, int64_t *ns);
+/* The short name of a resolution: "raw" for 0, else "1m", "1h", "10s", "1d"... */
+void stele_resolution_name(int64_t ns, char *buf, size_t cap);
+
 #endif

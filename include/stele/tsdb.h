@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "stele/io.h"
+#include "stele/tier.h"
 
 typedef struct stele_tsdb stele_tsdb;
 
@@ -46,6 +47,13 @@ typedef struct {
     uint32_t compact_min_blocks; /* merge a partition's blocks at this count (4) */
     bool background;             /* run flush/compaction/retention in a thread */
     bool ack_buffered;           /* acknowledge before fsync (--ack=buffered) */
+    /* Downsampled tiers after raw (SPEC §5), finest first: resolutions each a multiple
+     * of the previous and dividing partition_ns or a multiple of it; retentions not
+     * shrinking and not shorter than retention_ns. Default 1m:1y, 1h:10y; ntiers = 0
+     * keeps raw data only. */
+    size_t ntiers;
+    int64_t tier_resolution_ns[STELE_MAX_TIERS];
+    int64_t tier_retention_ns[STELE_MAX_TIERS];
     /* Clock for retention and skew checks; NULL = the real wall clock. */
     int64_t (*now_ns)(void *ctx);
     void *now_ctx;
@@ -164,12 +172,50 @@ int stele_tsdb_series(stele_tsdb *db, const char *tenant, const stele_matcher *m
                       size_t nmatchers, int64_t mint, int64_t maxt, stele_labels_fn fn, void *ctx,
                       char *err, size_t errcap);
 
+/* ---- tiers (SPEC §5) --------------------------------------------------------------- */
+
+/* What a query planner needs to know about one tier; index 0 is raw. */
+typedef struct {
+    int64_t resolution_ns; /* 0 for raw */
+    int64_t retention_ns;
+    /* Data before this time may have been dropped by retention (INT64_MIN: nothing was
+     * ever dropped). A query reaching before it cannot be answered from this tier. */
+    int64_t expired_before;
+} stele_tier_info;
+
+/* Fills out[0..STELE_MAX_TIERS] (raw first) and returns the number of tiers incl. raw. */
+size_t stele_tsdb_tiers(stele_tsdb *db, stele_tier_info *out);
+
+/* The buckets of one series, in time order; arrays valid during the call only. */
+typedef int (*stele_buckets_fn)(void *ctx, const stele_label *labels, size_t nlabels,
+                                const stele_bucket *buckets, size_t n);
+
+/* Calls fn for every series of `tenant` matching all matchers with buckets of tier
+ * `tier` (1 = the first downsampled tier) starting in [floor(mint), maxt], where floor
+ * rounds down to the resolution. The buckets are exact: equal to stele_buckets_build
+ * over everything acknowledged (buckets the background build has not reached yet, or
+ * that later writes touched, are computed from raw data on the fly). -EINVAL (message in
+ * err) for a bad regex, no matcher or no such tier. */
+int stele_tsdb_select_buckets(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
+                              size_t nmatchers, size_t tier, int64_t mint, int64_t maxt,
+                              stele_buckets_fn fn, void *ctx, char *err, size_t errcap);
+
+/* As stele_tsdb_estimate for a select_buckets: *samples counts buckets. */
+int stele_tsdb_estimate_buckets(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
+                                size_t nmatchers, size_t tier, int64_t mint, int64_t maxt,
+                                uint64_t *series, uint64_t *samples, char *err, size_t errcap);
+
+/* Builds the tiers for everything flushed so far (the background thread does this after
+ * each flush, in bounded steps). */
+int stele_tsdb_build_tiers(stele_tsdb *db);
+
 /* ---- operations --------------------------------------------------------------- */
 
 /* Seals the head into blocks, then deletes the log segments it came from. Returns when
  * done. Concurrent writes go on into a new head meanwhile. */
 int stele_tsdb_flush(stele_tsdb *db);
-/* Runs compaction and retention once (the background thread does this by itself). */
+/* Builds the tiers for everything flushed, then runs retention and compaction once, for
+ * raw data and tiers (the background thread does this by itself). */
 int stele_tsdb_maintain(stele_tsdb *db);
 /* 0 if writes are accepted; else the error that stopped them (e.g. -EIO). */
 int stele_tsdb_health(stele_tsdb *db);
@@ -189,7 +235,19 @@ typedef struct {
     uint64_t compactions;
     uint64_t retention_drops;
     uint64_t rejected_overload;
-    int health; /* as stele_tsdb_health */
+    int health;    /* as stele_tsdb_health */
+    size_t ntiers; /* downsampled tiers below, finest first */
+    struct {
+        int64_t resolution_ns;
+        uint64_t series; /* series with buckets in this tier's blocks */
+        uint64_t buckets;
+        uint64_t blocks;
+        uint64_t bytes;
+        uint64_t builds;
+        uint64_t build_lag_points; /* flushed raw points not yet reflected in the tier */
+        int64_t build_lag_ns;      /* age of the oldest flush not yet reflected (0: none) */
+        uint64_t retention_drops;
+    } tiers[STELE_MAX_TIERS];
 } stele_tsdb_stats;
 void stele_tsdb_get_stats(stele_tsdb *db, stele_tsdb_stats *st);
 

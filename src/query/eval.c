@@ -425,13 +425,161 @@ static int run_select(qctx *q, const pq_node *sel, int64_t mint, int64_t maxt, s
     return 0;
 }
 
+/* ---- selectors answered from a downsampled tier (plan.c chose it) ------------------- */
+
+typedef struct {
+    select_ctx *c;
+    stele_tier_fn tier_fn;
+} bucket_ctx;
+
+static int on_instant_buckets(void *arg, const stele_label *labels, size_t nlabels,
+                              const stele_bucket *b, size_t n)
+{
+    select_ctx *c = ((bucket_ctx *)arg)->c;
+    qctx *q = c->q;
+    q->stats->series++;
+    q->stats->samples += n;
+    int rc = check_budget(q);
+    if (rc)
+        return rc;
+    lset ls;
+    if (lset_from_labels(&q->a, labels, nlabels, &ls))
+        return oom(q);
+    sseries *out = NULL;
+    int64_t offset = c->sel->selector.offset_ns;
+    for (size_t k = 0; k < q->nsteps; k++) {
+        double v;
+        if (!stele_tier_instant(b, n, step_time(q, k) - offset, LOOKBACK_NS, &v))
+            continue;
+        if (!out && !(out = vec_add(q, c->out, &ls)))
+            return oom(q);
+        out->ok[k] = 1;
+        out->v[k] = v;
+    }
+    return 0;
+}
+
+/* Values this large can overflow a sum; buckets then add up in a different order than
+ * Prometheus adds samples, and the results may differ (one Inf, one finite). */
+#define TIER_SUM_SAFE_MAGNITUDE 1e290
+
+static bool buckets_near_overflow(const stele_bucket *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((isfinite(b[i].min) && fabs(b[i].min) > TIER_SUM_SAFE_MAGNITUDE) ||
+            (isfinite(b[i].max) && fabs(b[i].max) > TIER_SUM_SAFE_MAGNITUDE) ||
+            (!isfinite(b[i].sum) && isfinite(b[i].min) && isfinite(b[i].max)))
+            return true;
+    return false;
+}
+
+typedef struct {
+    select_ctx *c;
+    size_t nlabels;
+} exact_series_ctx;
+
+static int on_exact_series(void *arg, const stele_series_view *s)
+{
+    exact_series_ctx *e = arg;
+    /* Equality matchers also match series with more labels: keep the one series. */
+    return s->nlabels == e->nlabels ? on_range_series(e->c, s) : 0;
+}
+
+/* Answers one series of a tier-planned range function from raw samples instead. */
+static int range_series_from_raw(select_ctx *c, const stele_label *labels, size_t nlabels)
+{
+    qctx *q = c->q;
+    int64_t off = c->sel->selector.offset_ns, from = q->start - off - c->range;
+    if (q->plan.raw_expired_before != INT64_MIN && from < q->plan.raw_expired_before)
+        return qerror(q, STELE_QERR_EXECUTION, NULL,
+                      "a series holds values near the float64 limit, where sums from "
+                      "downsampled buckets may differ from raw data, and the raw data of this "
+                      "range has expired; ask max_over_time or min_over_time instead");
+    stele_matcher m[STELE_MAX_LABELS];
+    for (size_t i = 0; i < nlabels; i++) {
+        char *name = arena_alloc(&q->a, labels[i].name_len + 1);
+        char *value = arena_alloc(&q->a, labels[i].value_len + 1);
+        if (!name || !value)
+            return oom(q);
+        memcpy(name, labels[i].name, labels[i].name_len);
+        name[labels[i].name_len] = '\0';
+        memcpy(value, labels[i].value, labels[i].value_len);
+        value[labels[i].value_len] = '\0';
+        m[i] = (stele_matcher){.name = name, .value = value, .type = STELE_MATCH_EQUAL};
+    }
+    exact_series_ctx e = {.c = c, .nlabels = nlabels};
+    char err[256] = "";
+    int rc = stele_tsdb_select(q->db, q->tenant, m, nlabels, from, q->end - off, on_exact_series,
+                               &e, err, sizeof(err));
+    if (rc && rc != -ECANCELED)
+        return qerror(q, STELE_QERR_INTERNAL, NULL, "storage: %s", err[0] ? err : strerror(-rc));
+    return rc;
+}
+
+static int on_range_buckets(void *arg, const stele_label *labels, size_t nlabels,
+                            const stele_bucket *b, size_t n)
+{
+    bucket_ctx *bc = arg;
+    select_ctx *c = bc->c;
+    qctx *q = c->q;
+    if ((bc->tier_fn == STELE_TIER_SUM || bc->tier_fn == STELE_TIER_AVG) &&
+        buckets_near_overflow(b, n))
+        return range_series_from_raw(c, labels, nlabels);
+    q->stats->series++;
+    q->stats->samples += n;
+    int rc = check_budget(q);
+    if (rc)
+        return rc;
+    lset ls;
+    if (lset_from_labels(&q->a, labels, nlabels, &ls))
+        return oom(q);
+    if (c->fn != PQ_FN_LAST_OVER_TIME && lset_drop_name(&q->a, &ls, &ls))
+        return oom(q);
+    sseries *out = NULL;
+    int64_t offset = c->sel->selector.offset_ns;
+    for (size_t k = 0; k < q->nsteps; k++) {
+        double v;
+        if (!stele_tier_window(b, n, q->plan.resolution, step_time(q, k) - offset, c->range,
+                               bc->tier_fn, &v))
+            continue;
+        if (!out && !(out = vec_add(q, c->out, &ls)))
+            return oom(q);
+        out->ok[k] = 1;
+        out->v[k] = v;
+    }
+    return 0;
+}
+
+static int run_select_buckets(qctx *q, const pq_node *sel, int64_t mint, int64_t maxt,
+                              stele_buckets_fn fn, bucket_ctx *bc)
+{
+    char err[256] = "";
+    int rc =
+        stele_tsdb_select_buckets(q->db, q->tenant, sel->selector.matchers, sel->selector.nmatchers,
+                                  q->plan.tier, mint, maxt, fn, bc, err, sizeof(err));
+    if (rc == -ECANCELED)
+        return rc;
+    if (rc == -EINVAL)
+        return qerror(q, STELE_QERR_BAD_DATA, NULL, "%s", err);
+    if (rc)
+        return qerror(q, STELE_QERR_INTERNAL, NULL, "storage: %s", err[0] ? err : strerror(-rc));
+    return 0;
+}
+
 static int eval_vector_selector(qctx *q, const pq_node *n, value *out)
 {
     memset(out, 0, sizeof(*out));
     out->type = PQ_TYPE_VECTOR;
     select_ctx c = {.q = q, .sel = n, .out = out};
     int64_t off = n->selector.offset_ns;
-    int rc = run_select(q, n, q->start - off - LOOKBACK_NS, q->end - off, on_instant_series, &c);
+    int rc;
+    if (q->plan.tier) {
+        bucket_ctx bc = {.c = &c};
+        rc = run_select_buckets(q, n, q->start - off - LOOKBACK_NS, q->end - off,
+                                on_instant_buckets, &bc);
+    } else {
+        rc = run_select(q, n, q->start - off - LOOKBACK_NS, q->end - off, on_instant_series, &c);
+    }
     if (rc == 0)
         vec_sort(out);
     return rc;
@@ -450,8 +598,14 @@ static int eval_range_function(qctx *q, const pq_node *call, value *out)
                     .is_function = true,
                     .out = out};
     int64_t off = sel->selector.offset_ns;
-    int rc =
-        run_select(q, sel, q->start - off - m->matrix.range_ns, q->end - off, on_range_series, &c);
+    int rc;
+    bucket_ctx bc = {.c = &c};
+    if (q->plan.tier && plan_tier_function(call->call.fn, &bc.tier_fn))
+        rc = run_select_buckets(q, sel, q->start - off - m->matrix.range_ns, q->end - off,
+                                on_range_buckets, &bc);
+    else
+        rc = run_select(q, sel, q->start - off - m->matrix.range_ns, q->end - off, on_range_series,
+                        &c);
     if (rc)
         return rc;
     /* Dropping __name__ can make two series equal: Prometheus refuses that. */
@@ -1256,8 +1410,13 @@ static int estimate(qctx *q, const pq_node *n, uint64_t *series, uint64_t *sampl
     uint64_t s = 0, p = 0;
     char err[256] = "";
     int64_t off = sel->selector.offset_ns;
-    int rc = stele_tsdb_estimate(q->db, q->tenant, sel->selector.matchers, sel->selector.nmatchers,
-                                 q->start - off - window, q->end - off, &s, &p, err, sizeof(err));
+    int rc = q->plan.tier ? stele_tsdb_estimate_buckets(q->db, q->tenant, sel->selector.matchers,
+                                                        sel->selector.nmatchers, q->plan.tier,
+                                                        q->start - off - window, q->end - off, &s,
+                                                        &p, err, sizeof(err))
+                          : stele_tsdb_estimate(q->db, q->tenant, sel->selector.matchers,
+                                                sel->selector.nmatchers, q->start - off - window,
+                                                q->end - off, &s, &p, err, sizeof(err));
     if (rc == -EINVAL)
         return qerror(q, STELE_QERR_BAD_DATA, NULL, "%s", err);
     if (rc)
@@ -1267,11 +1426,17 @@ static int estimate(qctx *q, const pq_node *n, uint64_t *series, uint64_t *sampl
     return 0;
 }
 
-/* The cost estimate and its limit checks (STELE_QERR_LIMIT when over). */
-static int query_admit(qctx *q, const pq_node *root)
+/* Chooses raw data or a tier, then estimates the cost and checks the limits
+ * (STELE_QERR_LIMIT when over). */
+static int query_admit(qctx *q, const pq_node *root, int64_t resolution)
 {
     stele_query_stats *stats = q->stats;
     const stele_query_limits *limits = q->limits;
+    char msg[sizeof(q->err->message)];
+    if (query_plan_choose(q->db, root, q->start, q->step, resolution, &q->plan, msg, sizeof(msg)) !=
+        0)
+        return qerror(q, STELE_QERR_BAD_DATA, "resolution", "%s", msg);
+    stats->resolution_ns = q->plan.resolution;
     int rc = estimate(q, root, &stats->estimated_series, &stats->estimated_samples);
     if (rc)
         return rc;
@@ -1290,8 +1455,8 @@ static int query_admit(qctx *q, const pq_node *root)
 }
 
 int stele_query_admit(stele_tsdb *db, const char *tenant, const pq_expr *expr, int64_t start,
-                      int64_t end, const stele_query_limits *limits, stele_query_error *err,
-                      stele_query_stats *stats)
+                      int64_t end, int64_t step, const stele_query_limits *limits,
+                      int64_t resolution, stele_query_error *err, stele_query_stats *stats)
 {
     stele_query_stats local;
     if (!stats)
@@ -1302,17 +1467,18 @@ int stele_query_admit(stele_tsdb *db, const char *tenant, const pq_expr *expr, i
               .tenant = tenant,
               .start = start,
               .end = end,
+              .step = start == end ? 0 : step,
               .limits = limits,
               .deadline = clock_mono_ns() + limits->timeout_ns,
               .err = err,
               .stats = stats};
-    return query_admit(&q, pq_expr_root(expr));
+    return query_admit(&q, pq_expr_root(expr), resolution);
 }
 
 int stele_query_eval(stele_tsdb *db, const char *tenant, const pq_expr *expr, int64_t start,
                      int64_t end, int64_t step, bool range_query, const stele_query_limits *limits,
-                     const volatile int *cancel, stele_query_result **out, stele_query_error *err,
-                     stele_query_stats *stats)
+                     int64_t resolution, const volatile int *cancel, stele_query_result **out,
+                     stele_query_error *err, stele_query_stats *stats)
 {
     stele_query_stats local_stats;
     if (!stats)
@@ -1366,7 +1532,7 @@ int stele_query_eval(stele_tsdb *db, const char *tenant, const pq_expr *expr, in
     }
     arena_init(&q.a, limits->max_memory);
     /* Refuse before reading anything when the index says it would not fit. */
-    rc = query_admit(&q, root);
+    rc = query_admit(&q, root, resolution);
     if (rc)
         goto fail_arena;
     rc = eval(&q, root, &r->v);

@@ -38,6 +38,13 @@ typedef struct {
     const char *str; /* PQ_TYPE_STRING */
 } value;
 
+/* The data a query is answered from (plan.c). */
+typedef struct {
+    size_t tier;                /* 0: raw samples; else the downsampled tier (stele_tsdb_tiers) */
+    int64_t resolution;         /* 0 for raw */
+    int64_t raw_expired_before; /* raw data before this is gone (INT64_MIN: none) */
+} query_plan;
+
 typedef struct {
     stele_tsdb *db;
     const char *tenant;
@@ -50,7 +57,15 @@ typedef struct {
     arena a;
     stele_query_error *err;
     stele_query_stats *stats;
+    query_plan plan;
 } qctx;
+
+/* Chooses the data for a query (want: STELE_RESOLUTION_AUTO, _RAW or a resolution).
+ * -EINVAL with msg (what can be asked instead) when it cannot be answered exactly. */
+int query_plan_choose(stele_tsdb *db, const pq_node *root, int64_t start, int64_t step,
+                      int64_t want, query_plan *out, char *msg, size_t cap);
+/* The tier function for a PromQL range function, if tiers can answer it. */
+bool plan_tier_function(pq_function fn, stele_tier_fn *out);
 
 struct stele_query_result {
     arena a; /* owns everything below */

@@ -224,6 +224,7 @@ typedef struct {
     int64_t start, end, step;
     bool range;
     stele_query_limits limits;
+    int64_t resolution; /* STELE_RESOLUTION_AUTO, _RAW or a tier's */
     /* results */
     int rc;
     stele_query_error err;
@@ -237,7 +238,7 @@ static void run_query(query_job *job)
     query_work *w = job->ctx;
     stele_query_result *res = NULL;
     w->rc = stele_query_eval(w->s->db, w->tenant, w->expr, w->start, w->end, w->step, w->range,
-                             &w->limits, &job->cancel, &res, &w->err, &w->stats);
+                             &w->limits, w->resolution, &job->cancel, &res, &w->err, &w->stats);
     if (w->rc == 0) {
         w->rc = stele_query_result_json(res, &w->json, &w->json_len);
         if (w->rc) {
@@ -286,7 +287,16 @@ mhd_result handle_query(stele_server *s, struct MHD_Connection *c, request *r, b
                                   "found in input");
     stele_tenant_limits tl;
     server_tenant_limits(s, tenant, &tl);
-    query_work w = {.s = s, .tenant = tenant, .range = range, .limits = tl.query};
+    query_work w = {.s = s,
+                    .tenant = tenant,
+                    .range = range,
+                    .limits = tl.query,
+                    .resolution = STELE_RESOLUTION_AUTO};
+    const char *pres = request_param(c, r, "resolution");
+    if (pres && stele_resolution_parse(pres, &w.resolution) != 0)
+        return respond_prom_error(c, 400, "bad_data",
+                                  "invalid parameter \"resolution\": expected auto, raw or a "
+                                  "tier's resolution such as 1m or 1h");
     if (range) {
         const char *ps = request_param(c, r, "start"), *pe = request_param(c, r, "end"),
                    *pst = request_param(c, r, "step");
@@ -346,7 +356,8 @@ mhd_result handle_query(stele_server *s, struct MHD_Connection *c, request *r, b
     }
 
     /* Over-limit queries are refused here, without waiting for a worker. */
-    rc = stele_query_admit(s->db, tenant, w.expr, w.start, w.end, &w.limits, &w.err, &w.stats);
+    rc = stele_query_admit(s->db, tenant, w.expr, w.start, w.end, w.step, &w.limits, w.resolution,
+                           &w.err, &w.stats);
     if (rc) {
         result = respond_query_error(s, c, tenant, &w.err);
         pq_expr_free(w.expr);
@@ -390,7 +401,11 @@ mhd_result handle_query(stele_server *s, struct MHD_Connection *c, request *r, b
         goto out;
     }
     int n = snprintf(body, total, "{\"status\":\"success\",\"data\":%s}\n", w.json);
-    result = respond(c, 200, "application/json", body, (size_t)n, true, NULL);
+    /* Which data answered (SPEC §5): "raw" or the tier's resolution. */
+    char resolution[32];
+    stele_resolution_name(w.stats.resolution_ns, resolution, sizeof(resolution));
+    const char *const hdr[] = {"X-Stele-Resolution", resolution, NULL};
+    result = respond(c, 200, "application/json", body, (size_t)n, true, hdr);
 out:
     query_job_destroy(&job);
     free(w.json);

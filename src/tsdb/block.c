@@ -5,15 +5,21 @@
  *
  *   header, 64 bytes
  *     0   8  magic "STLBLK\0\1"
- *     8   4  format version (1)
- *     12  4  compaction level (0 = written by a head flush)
+ *     8   4  format version (1: raw samples; 2: tier buckets)
+ *     12  4  compaction level (0 = written by a head flush or a tier build)
  *     16  8  seq_lo
  *     24  8  seq_hi
  *     32  8  partition start (ns, signed)
- *     40  16 reserved, zero
+ *     40  8  version 2: bucket resolution (ns, > 0); version 1: zero
+ *     48  8  reserved, zero
  *     56  8  XXH3-64 of bytes 0..56
  *   groups: zstd frames, back to back. Each holds, for consecutive series in id order,
  *     their timestamp encoding then their value encoding (codec.h), concatenated.
+ *     Version 2 (tier blocks): the "timestamps" are the bucket starts and the "values"
+ *     are ten columns, each a varint length then a value encoding, in this order:
+ *     count, sum, sum compensation, min, max, first, last, first_ts − start,
+ *     last_ts − start, resets (stele/tier.h). Columns compress apart far better than
+ *     interleaved records (counts and offsets are nearly constant).
  *     Grouping ~256 KiB of encodings lets zstd find redundancy across series (same
  *     decimals, same regular intervals) while a read decompresses little it does not
  *     need.
@@ -44,6 +50,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +65,8 @@
 #define BLOCK_MAGIC "STLBLK\0\1"
 #define BLOCK_FOOTER_MAGIC "STLBEND\1"
 #define BLOCK_VERSION 1u
+#define BLOCK_VERSION_TIER 2u
+#define BLOCK_TIER_COLUMNS 10
 #define BLOCK_HEADER_SIZE 64u
 #define BLOCK_FOOTER_SIZE 48u
 /* Uncompressed bytes per group: large enough for zstd to find cross-series
@@ -179,11 +188,12 @@ int block_writer_begin(const block_write_params *p, block_writer **out)
     if (rc)
         goto fail;
     memcpy(header, BLOCK_MAGIC, 8);
-    put_le32(header + 8, BLOCK_VERSION);
+    put_le32(header + 8, p->resolution ? BLOCK_VERSION_TIER : BLOCK_VERSION);
     put_le32(header + 12, p->level);
     put_le64(header + 16, p->seq_lo);
     put_le64(header + 24, p->seq_hi);
     put_le64(header + 32, (uint64_t)p->partition);
+    put_le64(header + 40, (uint64_t)p->resolution);
     put_le64(header + 56, XXH3_64bits(header, 56));
     rc = stele_io_pwrite(w->f, header, sizeof(header), 0);
     if (rc)
@@ -226,10 +236,15 @@ static int block_writer_seal_group(block_writer *w)
     return 0;
 }
 
+static int block_writer_add_encoded(block_writer *w, uint64_t id, const uint8_t *key,
+                                    size_t key_len, const int64_t *ts, size_t n, size_t ts_len,
+                                    size_t val_len);
+
 int block_writer_add(block_writer *w, uint64_t id, const uint8_t *key, size_t key_len,
                      const int64_t *ts, const double *v, size_t n)
 {
-    if (n == 0 || n > BLOCK_MAX_SERIES_POINTS || id == 0 || key_len > UINT32_MAX)
+    if (n == 0 || n > BLOCK_MAX_SERIES_POINTS || id == 0 || key_len > UINT32_MAX ||
+        w->p.resolution != 0)
         return -EINVAL;
     size_t need = stele_ts_encode_bound(n) + stele_values_encode_bound(n);
     w->scratch.len = 0;
@@ -243,6 +258,15 @@ int block_writer_add(block_writer *w, uint64_t id, const uint8_t *key, size_t ke
     rc = stele_values_encode(v, n, w->scratch.data + ts_len, w->scratch.cap - ts_len, &val_len);
     if (rc)
         return rc;
+    return block_writer_add_encoded(w, id, key, key_len, ts, n, ts_len, val_len);
+}
+
+/* Appends the encodings in w->scratch (ts_len + val_len bytes) as series id. */
+static int block_writer_add_encoded(block_writer *w, uint64_t id, const uint8_t *key,
+                                    size_t key_len, const int64_t *ts, size_t n, size_t ts_len,
+                                    size_t val_len)
+{
+    int rc;
     if (w->group.len && w->group.len + ts_len + val_len > BLOCK_GROUP_TARGET) {
         rc = block_writer_seal_group(w);
         if (rc)
@@ -283,6 +307,77 @@ int block_writer_add(block_writer *w, uint64_t id, const uint8_t *key, size_t ke
     if (ts[n - 1] > w->maxt)
         w->maxt = ts[n - 1];
     return 0;
+}
+
+/* The value of column k of bucket b (see the format above). */
+static double bucket_column(const stele_bucket *b, int k)
+{
+    switch (k) {
+    case 0:
+        return (double)b->count;
+    case 1:
+        return b->sum;
+    case 2:
+        return b->sum_c;
+    case 3:
+        return b->min;
+    case 4:
+        return b->max;
+    case 5:
+        return b->first;
+    case 6:
+        return b->last;
+    case 7:
+        return (double)(b->first_ts - b->start);
+    case 8:
+        return (double)(b->last_ts - b->start);
+    default:
+        return b->resets;
+    }
+}
+
+int block_writer_add_buckets(block_writer *w, uint64_t id, const uint8_t *key, size_t key_len,
+                             const stele_bucket *b, size_t n)
+{
+    if (n == 0 || n > BLOCK_MAX_SERIES_POINTS || id == 0 || key_len > UINT32_MAX ||
+        w->p.resolution <= 0)
+        return -EINVAL;
+    int64_t *starts = malloc(n * sizeof(*starts));
+    double *col = malloc(n * sizeof(*col));
+    size_t need = stele_ts_encode_bound(n) +
+                  BLOCK_TIER_COLUMNS * (STELE_VARINT_MAX + stele_values_encode_bound(n));
+    size_t ts_len = 0, val_len = 0;
+    int rc = starts && col ? 0 : -ENOMEM;
+    w->scratch.len = 0;
+    if (rc == 0)
+        rc = buf_reserve(&w->scratch, need);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        starts[i] = b[i].start;
+        if (b[i].start % w->p.resolution != 0 || (i && b[i].start <= b[i - 1].start))
+            rc = -EINVAL;
+    }
+    if (rc == 0)
+        rc = stele_ts_encode(starts, n, w->scratch.data, w->scratch.cap, &ts_len);
+    uint8_t *p = w->scratch.data + ts_len;
+    for (int k = 0; rc == 0 && k < BLOCK_TIER_COLUMNS; k++) {
+        for (size_t i = 0; i < n; i++)
+            col[i] = bucket_column(&b[i], k);
+        /* Encode after a gap for the length prefix, then move it into place. */
+        size_t len = 0;
+        uint8_t *dst = p + val_len + STELE_VARINT_MAX;
+        size_t room = w->scratch.cap - (size_t)(dst - w->scratch.data);
+        rc = stele_values_encode(col, n, dst, room, &len);
+        if (rc)
+            break;
+        size_t vl = stele_varint_put(p + val_len, len);
+        memmove(p + val_len + vl, dst, len);
+        val_len += vl + len;
+    }
+    if (rc == 0)
+        rc = block_writer_add_encoded(w, id, key, key_len, starts, n, ts_len, val_len);
+    free(starts);
+    free(col);
+    return rc;
 }
 
 uint64_t block_writer_points(const block_writer *w)
@@ -564,8 +659,12 @@ int block_open(stele_io *io, const char *path, bool verify_groups, block_key_fn 
         BAD("not a Stele block (bad magic)");
     if (get_le64(header + 56) != XXH3_64bits(header, 56))
         BAD("header checksum mismatch");
-    if (get_le32(header + 8) != BLOCK_VERSION)
+    uint32_t version = get_le32(header + 8);
+    if (version != BLOCK_VERSION && version != BLOCK_VERSION_TIER)
         BAD("unsupported block format version");
+    b->resolution = (int64_t)get_le64(header + 40);
+    if ((version == BLOCK_VERSION) != (b->resolution == 0) || b->resolution < 0)
+        BAD("resolution does not match the format version");
     if (memcmp(footer + 40, BLOCK_FOOTER_MAGIC, 8) != 0 ||
         get_le64(footer + 32) != XXH3_64bits(footer, 32))
         BAD("footer damaged (checksum or magic)");
@@ -692,4 +791,90 @@ int block_read_series(const tsdb_block *b, const block_entry *e, block_cache *c,
         if (ts[i] <= ts[i - 1])
             return -EBADMSG;
     return 0;
+}
+
+int block_read_buckets(const tsdb_block *b, const block_entry *e, block_cache *c, stele_bucket *out)
+{
+    if (b->resolution <= 0)
+        return -EINVAL;
+    int rc = block_load_group(b, e->group, c);
+    if (rc)
+        return rc;
+    uint32_t n = e->npoints;
+    int64_t *starts = malloc(n * sizeof(*starts));
+    double *col = malloc(n * sizeof(*col));
+    if (!starts || !col) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    const uint8_t *p = c->raw + e->offset;
+    rc = -EBADMSG;
+    if (stele_ts_decode(p, e->ts_len, starts, n) != 0 || starts[0] != e->mint ||
+        starts[n - 1] != e->maxt)
+        goto out;
+    for (uint32_t i = 0; i < n; i++) {
+        if (starts[i] % b->resolution != 0 || (i && starts[i] <= starts[i - 1]))
+            goto out;
+        out[i] = (stele_bucket){.start = starts[i]};
+    }
+    const uint8_t *v = p + e->ts_len, *end = v + e->val_len;
+    for (int k = 0; k < BLOCK_TIER_COLUMNS; k++) {
+        uint64_t len;
+        if (stele_varint_get(&v, end, &len) || len > (uint64_t)(end - v) ||
+            stele_values_decode(v, len, col, n) != 0)
+            goto out;
+        v += len;
+        for (uint32_t i = 0; i < n; i++) {
+            stele_bucket *o = &out[i];
+            double x = col[i];
+            switch (k) {
+            case 0:
+                if (!(x >= 1 && x <= 9007199254740992.0) || x != floor(x))
+                    goto out;
+                o->count = (uint64_t)x;
+                break;
+            case 1:
+                o->sum = x;
+                break;
+            case 2:
+                o->sum_c = x;
+                break;
+            case 3:
+                o->min = x;
+                break;
+            case 4:
+                o->max = x;
+                break;
+            case 5:
+                o->first = x;
+                break;
+            case 6:
+                o->last = x;
+                break;
+            case 7:
+            case 8:
+                if (!(x >= 0 && x < (double)b->resolution) || x != floor(x))
+                    goto out;
+                if (k == 7)
+                    o->first_ts = o->start + (int64_t)x;
+                else
+                    o->last_ts = o->start + (int64_t)x;
+                break;
+            default:
+                o->resets = x;
+                break;
+            }
+        }
+    }
+    if (v != end)
+        goto out;
+    for (uint32_t i = 0; i < n; i++)
+        if (out[i].count == 1 ? out[i].first_ts != out[i].last_ts
+                              : out[i].first_ts >= out[i].last_ts)
+            goto out;
+    rc = 0;
+out:
+    free(starts);
+    free(col);
+    return rc;
 }

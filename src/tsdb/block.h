@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "stele/io.h"
+#include "stele/tier.h"
 
 #define BLOCK_PATH_MAX 4096
 
@@ -48,8 +49,9 @@ typedef struct tsdb_block {
     char path[BLOCK_PATH_MAX];
     uint64_t seq_lo, seq_hi;
     uint32_t level;
-    int64_t partition; /* start of its time partition, ns */
-    int64_t mint, maxt;
+    int64_t partition;  /* start of its time partition, ns */
+    int64_t resolution; /* 0: raw samples; else a tier block of buckets of this width */
+    int64_t mint, maxt; /* of samples; for a tier block, of bucket starts */
     uint64_t npoints;
     uint64_t file_size;
     block_entry *entries; /* sorted by id */
@@ -66,6 +68,7 @@ typedef struct {
     uint64_t seq_lo, seq_hi;
     uint32_t level;
     int64_t partition;
+    int64_t resolution; /* 0: raw samples (format version 1); else buckets (version 2) */
     int zstd_level;
 } block_write_params;
 
@@ -77,7 +80,11 @@ int block_writer_begin(const block_write_params *p, block_writer **out);
  * for compression; ts strictly increasing, n ≥ 1). */
 int block_writer_add(block_writer *w, uint64_t id, const uint8_t *key, size_t key_len,
                      const int64_t *ts, const double *v, size_t n);
-/* Points added so far. */
+/* Adds one series of a tier block: buckets b[0..n) of the writer's resolution, starts
+ * strictly increasing (n ≥ 1). */
+int block_writer_add_buckets(block_writer *w, uint64_t id, const uint8_t *key, size_t key_len,
+                             const stele_bucket *b, size_t n);
+/* Points (buckets, in a tier block) added so far. */
 uint64_t block_writer_points(const block_writer *w);
 /* Completes the file, fsyncs it, renames it into place and fsyncs the directory;
  * then frees the writer. name (≥ 64 bytes) receives the file name. On error the
@@ -117,5 +124,10 @@ void block_cache_free(block_cache *c);
 /* Decodes a series into ts/v (room for e->npoints each). -EBADMSG on damage. */
 int block_read_series(const tsdb_block *b, const block_entry *e, block_cache *c, int64_t *ts,
                       double *v);
+
+/* Decodes a tier block's series into out (room for e->npoints). -EBADMSG on damage
+ * (including buckets that break the aggregate's invariants). */
+int block_read_buckets(const tsdb_block *b, const block_entry *e, block_cache *c,
+                       stele_bucket *out);
 
 #endif

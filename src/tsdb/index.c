@@ -321,6 +321,14 @@ tsdb_series *index_get(tsdb_index *ix, uint64_t id)
     return s;
 }
 
+uint64_t index_max_id(tsdb_index *ix)
+{
+    pthread_rwlock_rdlock(&ix->lock);
+    uint64_t n = ix->next_id ? ix->next_id - 1 : 0;
+    pthread_rwlock_unlock(&ix->lock);
+    return n;
+}
+
 uint64_t index_count(tsdb_index *ix)
 {
     pthread_rwlock_rdlock(&ix->lock);

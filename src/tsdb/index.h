@@ -58,6 +58,8 @@ void index_sort_postings(tsdb_index *ix);
 /* Series by id, or NULL. */
 tsdb_series *index_get(tsdb_index *ix, uint64_t id);
 uint64_t index_count(tsdb_index *ix);
+/* The largest id handed out or registered so far (0 if none). */
+uint64_t index_max_id(tsdb_index *ix);
 
 /* Sorted ids of tenant's series matching all matchers. *ids malloc'd (caller frees).
  * -EINVAL with a message in err for a bad regex or an empty matcher list. */

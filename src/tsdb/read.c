@@ -79,6 +79,56 @@ static int merge_head(tsdb_head *h, uint64_t id, int64_t mint, int64_t maxt, sam
     return rc;
 }
 
+int raw_reader_init(raw_reader *r, tsdb_head *active, tsdb_head *frozen, block_set *blocks)
+{
+    memset(r, 0, sizeof(*r));
+    r->active = active;
+    r->frozen = frozen;
+    r->blocks = blocks;
+    r->caches = calloc(blocks->n + 1, sizeof(*r->caches));
+    return r->caches ? 0 : -ENOMEM;
+}
+
+void raw_reader_free(raw_reader *r)
+{
+    for (size_t b = 0; r->caches && b < r->blocks->n; b++)
+        block_cache_free(&r->caches[b]);
+    free(r->caches);
+    sample_buf_free(&r->acc);
+    sample_buf_free(&r->out);
+    sample_buf_free(&r->tmp);
+    memset(r, 0, sizeof(*r));
+}
+
+int raw_reader_read(raw_reader *r, uint64_t id, int64_t mint, int64_t maxt, char *err,
+                    size_t errcap)
+{
+    int rc = 0;
+    r->acc.n = 0;
+    for (size_t b = 0; b < r->blocks->n && rc == 0; b++) {
+        const tsdb_block *blk = r->blocks->blocks[b];
+        if (blk->maxt < mint || blk->mint > maxt)
+            continue;
+        const block_entry *e = block_find(blk, id);
+        if (!e || e->maxt < mint || e->mint > maxt)
+            continue;
+        rc = sample_buf_reserve(&r->tmp, e->npoints);
+        if (rc == 0)
+            rc = block_read_series(blk, e, &r->caches[b], r->tmp.ts, r->tmp.v);
+        if (rc) {
+            snprintf(err, errcap, "%s: damaged data for a series (%s)", blk->path, strerror(-rc));
+            return rc;
+        }
+        size_t count, start = clip_range(r->tmp.ts, e->npoints, mint, maxt, &count);
+        rc = run_merge(&r->acc, &r->out, r->tmp.ts + start, r->tmp.v + start, count);
+    }
+    if (rc == 0 && r->frozen)
+        rc = merge_head(r->frozen, id, mint, maxt, &r->acc, &r->out);
+    if (rc == 0 && r->active)
+        rc = merge_head(r->active, id, mint, maxt, &r->acc, &r->out);
+    return rc;
+}
+
 int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
                       size_t nmatchers, int64_t mint, int64_t maxt, stele_series_fn fn, void *ctx,
                       char *err, size_t errcap)
@@ -86,10 +136,9 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
     char errbuf[256];
     uint64_t *ids = NULL;
     size_t nids = 0;
-    sample_buf acc = {0}, out = {0}, tmp = {0};
-    block_cache *caches = NULL; /* one per block: reads alternate between blocks */
     tsdb_head *active = NULL, *frozen = NULL;
     block_set *blocks = NULL;
+    raw_reader rd;
     stele_label labels[STELE_MAX_LABELS];
     if (!err) {
         err = errbuf;
@@ -106,35 +155,10 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
         return rc;
     }
     tsdb_view_acquire(db, &active, &frozen, &blocks);
-    caches = calloc(blocks->n + 1, sizeof(*caches));
-    if (!caches)
-        rc = -ENOMEM;
+    rc = raw_reader_init(&rd, active, frozen, blocks);
     for (size_t i = 0; i < nids && rc == 0; i++) {
-        uint64_t id = order[i]->id;
-        acc.n = 0;
-        for (size_t b = 0; b < blocks->n && rc == 0; b++) {
-            const tsdb_block *blk = blocks->blocks[b];
-            if (blk->maxt < mint || blk->mint > maxt)
-                continue;
-            const block_entry *e = block_find(blk, id);
-            if (!e || e->maxt < mint || e->mint > maxt)
-                continue;
-            rc = sample_buf_reserve(&tmp, e->npoints);
-            if (rc == 0)
-                rc = block_read_series(blk, e, &caches[b], tmp.ts, tmp.v);
-            if (rc) {
-                snprintf(err, errcap, "%s: damaged data for a series (%s)", blk->path,
-                         strerror(-rc));
-                break;
-            }
-            size_t count, start = clip_range(tmp.ts, e->npoints, mint, maxt, &count);
-            rc = run_merge(&acc, &out, tmp.ts + start, tmp.v + start, count);
-        }
-        if (rc == 0 && frozen)
-            rc = merge_head(frozen, id, mint, maxt, &acc, &out);
-        if (rc == 0)
-            rc = merge_head(active, id, mint, maxt, &acc, &out);
-        if (rc || acc.n == 0)
+        rc = raw_reader_read(&rd, order[i]->id, mint, maxt, err, errcap);
+        if (rc || rd.acc.n == 0)
             continue;
         tsdb_series *s = order[i];
         const char *t;
@@ -144,18 +168,13 @@ int stele_tsdb_select(stele_tsdb *db, const char *tenant, const stele_matcher *m
             break;
         }
         stele_series_view view = {
-            .labels = labels, .nlabels = nl, .ts = acc.ts, .values = acc.v, .n = acc.n};
+            .labels = labels, .nlabels = nl, .ts = rd.acc.ts, .values = rd.acc.v, .n = rd.acc.n};
         rc = fn(ctx, &view);
     }
+    raw_reader_free(&rd);
     head_unref(active);
     head_unref(frozen);
-    for (size_t b = 0; caches && b < blocks->n; b++)
-        block_cache_free(&caches[b]);
-    free(caches);
     block_set_release(blocks);
-    sample_buf_free(&acc);
-    sample_buf_free(&out);
-    sample_buf_free(&tmp);
     free(order);
     free(ids);
     return rc;

@@ -290,3 +290,53 @@ bool stele_tier_window(const stele_bucket *b, size_t n, int64_t resolution, int6
     *out = result * factor;
     return true;
 }
+
+bool stele_tier_instant(const stele_bucket *b, size_t n, int64_t t, int64_t lookback, double *out)
+{
+    size_t hi = lower_bucket(b, n, t);
+    if (hi < n && b[hi].start == t && b[hi].first_ts == t && b[hi].count) {
+        *out = b[hi].first;
+        return true;
+    }
+    while (hi > 0 && b[hi - 1].count == 0)
+        hi--;
+    if (hi == 0 || b[hi - 1].last_ts < t - lookback)
+        return false;
+    *out = b[hi - 1].last;
+    return true;
+}
+
+int stele_resolution_parse(const char *text, int64_t *ns)
+{
+    if (!strcmp(text, "auto")) {
+        *ns = -1;
+        return 0;
+    }
+    if (!strcmp(text, "raw")) {
+        *ns = 0;
+        return 0;
+    }
+    return parse_duration(text, strlen(text), ns);
+}
+
+void stele_resolution_name(int64_t ns, char *buf, size_t cap)
+{
+    static const struct {
+        int64_t ns;
+        char unit;
+    } units[] = {{86400 * NS_PER_SEC, 'd'},
+                 {3600 * NS_PER_SEC, 'h'},
+                 {60 * NS_PER_SEC, 'm'},
+                 {NS_PER_SEC, 's'}};
+    if (ns <= 0) {
+        snprintf(buf, cap, "raw");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (ns % units[i].ns == 0) {
+            snprintf(buf, cap, "%lld%c", (long long)(ns / units[i].ns), units[i].unit);
+            return;
+        }
+    }
+    snprintf(buf, cap, "%lldns", (long long)ns);
+}

@@ -68,6 +68,11 @@ void stele_tsdb_options_default(stele_tsdb_options *o)
     o->partition_ns = NS_PER_DAY;
     o->compact_min_blocks = 4;
     o->background = true;
+    o->ntiers = 2;
+    o->tier_resolution_ns[0] = 60 * NS_PER_SEC;
+    o->tier_retention_ns[0] = 365 * NS_PER_DAY;
+    o->tier_resolution_ns[1] = 3600 * NS_PER_SEC;
+    o->tier_retention_ns[1] = 3650 * NS_PER_DAY;
 }
 
 int64_t tsdb_now(stele_tsdb *db)
@@ -108,8 +113,8 @@ static int block_seq_cmp(const void *a, const void *b)
 }
 
 /* A new set: `base` minus `remove` plus `add` (each block referenced anew). */
-static block_set *block_set_derive(const block_set *base, tsdb_block **remove, size_t nremove,
-                                   tsdb_block **add, size_t nadd)
+block_set *block_set_derive(const block_set *base, tsdb_block **remove, size_t nremove,
+                            tsdb_block **add, size_t nadd)
 {
     block_set *s = calloc(1, sizeof(*s));
     size_t cap = (base ? base->n : 0) + nadd + 1;
@@ -154,6 +159,22 @@ void tsdb_view_acquire(stele_tsdb *db, tsdb_head **active, tsdb_head **frozen, b
         head_ref(*frozen);
     *blocks = db->blocks;
     __atomic_add_fetch(&db->blocks->refs, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&db->view_mu);
+}
+
+void tsdb_view_acquire_all(stele_tsdb *db, tsdb_head **active, tsdb_head **frozen,
+                           block_set **blocks, tier_view **tiers)
+{
+    pthread_mutex_lock(&db->view_mu);
+    *active = db->active;
+    head_ref(*active);
+    *frozen = db->frozen;
+    if (*frozen)
+        head_ref(*frozen);
+    *blocks = db->blocks;
+    __atomic_add_fetch(&db->blocks->refs, 1, __ATOMIC_RELAXED);
+    *tiers = db->tiers;
+    __atomic_add_fetch(&db->tiers->refs, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&db->view_mu);
 }
 
@@ -383,7 +404,7 @@ static void batch_mark_defined(stele_batch *b, uint64_t segment)
 void stele_tsdb_time_bounds(stele_tsdb *db, int64_t *min_ts, int64_t *max_ts)
 {
     int64_t now = tsdb_now(db);
-    *min_ts = now - db->opts.retention_ns;
+    *min_ts = tier_accept_min(db, now);
     *max_ts = now + db->opts.max_future_skew_ns;
 }
 
@@ -629,18 +650,18 @@ static int register_block_key(void *ctx, uint64_t id, const uint8_t *key, size_t
     return index_register(ctx, id, key, len);
 }
 
-/* Opens every block; removes temporary files and leftovers of interrupted compactions. */
-static int tsdb_load_blocks(stele_tsdb *db, stele_tsdb_recovery *rec, char *err, size_t errcap)
+int tsdb_load_block_dir(stele_tsdb *db, const char *dir, int64_t resolution,
+                        stele_tsdb_recovery *rec, block_set **out, char *err, size_t errcap)
 {
     dir_names d = {.db = db};
     tsdb_block **blocks = NULL;
     size_t nblocks = 0;
-    char path[TSDB_PATH_MAX + 64];
-    int rc = stele_io_list(db->opts.io, db->blocks_dir, collect_name, &d);
+    char path[TSDB_PATH_MAX + 128];
+    int rc = stele_io_list(db->opts.io, dir, collect_name, &d);
     if (rc == 0)
         rc = d.rc;
     if (rc) {
-        snprintf(err, errcap, "%s: cannot list: %s", db->blocks_dir, strerror(-rc));
+        snprintf(err, errcap, "%s: cannot list: %s", dir, strerror(-rc));
         goto out;
     }
     blocks = calloc(d.n + 1, sizeof(*blocks));
@@ -651,7 +672,7 @@ static int tsdb_load_blocks(stele_tsdb *db, stele_tsdb_recovery *rec, char *err,
     bool removed_any = false;
     for (size_t i = 0; i < d.n; i++) {
         uint64_t lo, hi;
-        snprintf(path, sizeof(path), "%s/%s", db->blocks_dir, d.names[i]);
+        snprintf(path, sizeof(path), "%s/%s", dir, d.names[i]);
         size_t nl = strlen(d.names[i]);
         if (nl > 4 && strcmp(d.names[i] + nl - 4, ".tmp") == 0) {
             /* An unfinished block: never published, its data is still in the log or
@@ -670,6 +691,12 @@ static int tsdb_load_blocks(stele_tsdb *db, stele_tsdb_recovery *rec, char *err,
             goto out;
         if (blocks[nblocks]->seq_lo != lo || blocks[nblocks]->seq_hi != hi) {
             snprintf(err, errcap, "%s: sequence range in header does not match file name", path);
+            nblocks++;
+            rc = -EBADMSG;
+            goto out;
+        }
+        if (blocks[nblocks]->resolution != resolution) {
+            snprintf(err, errcap, "%s: block of the wrong resolution for its directory", path);
             nblocks++;
             rc = -EBADMSG;
             goto out;
@@ -706,7 +733,7 @@ static int tsdb_load_blocks(stele_tsdb *db, stele_tsdb_recovery *rec, char *err,
     free(leftover);
     nblocks = kept;
     if (removed_any) {
-        rc = stele_io_fsync_dir(db->opts.io, db->blocks_dir);
+        rc = stele_io_fsync_dir(db->opts.io, dir);
         if (rc)
             goto out;
     }
@@ -721,15 +748,17 @@ static int tsdb_load_blocks(stele_tsdb *db, stele_tsdb_recovery *rec, char *err,
         blocks[i] = reopened;
         if (blocks[i]->seq_hi >= db->next_seq)
             db->next_seq = blocks[i]->seq_hi + 1;
-        rec->points += blocks[i]->npoints;
+        if (resolution == 0) {
+            rec->points += blocks[i]->npoints;
+            rec->blocks++;
+        }
     }
-    rec->blocks = nblocks;
     block_set *set = block_set_derive(NULL, NULL, 0, blocks, nblocks);
     if (!set) {
         rc = -ENOMEM;
         goto out;
     }
-    db->blocks = set;
+    *out = set;
 out:
     for (size_t i = 0; i < nblocks; i++)
         block_unref(blocks[i]);
@@ -752,9 +781,22 @@ int stele_tsdb_open(const stele_tsdb_options *o, stele_tsdb **out, stele_tsdb_re
     }
     err[0] = '\0';
     if (!o->dir || !o->io || o->head_max_points == 0 || o->partition_ns <= 0 ||
-        o->retention_ns <= 0 || strlen(o->dir) > TSDB_PATH_MAX - 64) {
+        o->retention_ns <= 0 || strlen(o->dir) > TSDB_PATH_MAX - 64 ||
+        o->ntiers >= STELE_MAX_TIERS) {
         snprintf(err, errcap, "invalid storage options");
         return -EINVAL;
+    }
+    for (size_t t = 0; t < o->ntiers; t++) {
+        int64_t r = o->tier_resolution_ns[t], prev = t ? o->tier_resolution_ns[t - 1] : 0;
+        int64_t keep = t ? o->tier_retention_ns[t - 1] : o->retention_ns;
+        if (r <= 0 || r % NS_PER_SEC || (prev && r % prev) ||
+            (o->partition_ns % r && r % o->partition_ns) || o->tier_retention_ns[t] < keep) {
+            snprintf(err, errcap,
+                     "invalid tiers: resolutions must be whole seconds, each a multiple of the "
+                     "previous, dividing the partition (1d) or a multiple of it; retentions must "
+                     "not shrink");
+            return -EINVAL;
+        }
     }
     stele_tsdb *db = calloc(1, sizeof(*db));
     if (!db)
@@ -779,6 +821,11 @@ int stele_tsdb_open(const stele_tsdb_options *o, stele_tsdb **out, stele_tsdb_re
     pthread_mutex_init(&db->bg_mu, NULL);
     pthread_cond_init(&db->bg_cond, NULL);
     db->next_seq = 1;
+    db->ntiers = o->ntiers;
+    for (size_t t = 0; t < o->ntiers; t++) {
+        db->tier[t].resolution = o->tier_resolution_ns[t];
+        db->tier[t].retention = o->tier_retention_ns[t];
+    }
     db->active = head_create();
     if (!db->active) {
         rc = -ENOMEM;
@@ -793,7 +840,10 @@ int stele_tsdb_open(const stele_tsdb_options *o, stele_tsdb **out, stele_tsdb_re
         snprintf(err, errcap, "%s: cannot create data directory: %s", o->dir, strerror(-rc));
         goto fail;
     }
-    rc = tsdb_load_blocks(db, &rec, err, errcap);
+    rc = tsdb_load_block_dir(db, db->blocks_dir, 0, &rec, &db->blocks, err, errcap);
+    if (rc)
+        goto fail;
+    rc = tier_store_open(db, &rec, err, errcap);
     if (rc)
         goto fail;
     stele_wal_options wo = {.io = o->io, .dir = db->wal_dir, .buffered = o->ack_buffered};
@@ -839,6 +889,7 @@ void stele_tsdb_close(stele_tsdb *db)
     head_unref(db->active);
     head_unref(db->frozen);
     block_set_release(db->blocks);
+    tier_view_release(db->tiers);
     index_free(&db->ix);
     pthread_mutex_destroy(&db->append_mu);
     pthread_mutex_destroy(&db->view_mu);
@@ -1041,6 +1092,10 @@ static int tsdb_flush_locked(stele_tsdb *db)
                 blocks[k]->retired = true;
         } else {
             tsdb_publish(db, next, true);
+            int64_t zero = 0, now = tsdb_now(db);
+            if (db->ntiers && nblocks)
+                __atomic_compare_exchange_n(&db->unbuilt_since_ns, &zero, now, false,
+                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED);
         }
         for (size_t k = 0; k < nblocks; k++)
             block_unref(blocks[k]);
@@ -1174,20 +1229,23 @@ static int compact_blocks(stele_tsdb *db, tsdb_block **in, size_t nin)
     return rc;
 }
 
-/* Finds one run to compact; returns 1 and fills run/nrun if there is one. */
-static int compaction_pick(stele_tsdb *db, const block_set *s, tsdb_block **run, size_t *nrun)
+int tsdb_compaction_pick(stele_tsdb *db, const block_set *s, int64_t partition_ns, uint64_t max_seq,
+                         tsdb_block **run, size_t *nrun)
 {
     int64_t now = tsdb_now(db);
     for (size_t i = 0; i < s->n; i++) {
         int64_t part = s->blocks[i]->partition;
-        /* Blocks of this partition, in sequence order. */
+        if (s->blocks[i]->seq_hi > max_seq)
+            continue;
+        /* Blocks of this partition, in sequence order (up to max_seq: a block not yet
+         * reflected in the tiers is kept apart so a build step knows what it covers). */
         size_t n = 0;
         for (size_t j = 0; j < s->n; j++)
-            if (s->blocks[j]->partition == part)
+            if (s->blocks[j]->partition == part && s->blocks[j]->seq_hi <= max_seq)
                 run[n++] = s->blocks[j];
         if (run[0] != s->blocks[i])
             continue; /* each partition once */
-        bool cold = part + 2 * db->opts.partition_ns < now;
+        bool cold = part + 2 * partition_ns < now;
         if (cold && n >= 2) {
             *nrun = n; /* a partition no longer written regularly: merge it whole */
             return 1;
@@ -1210,19 +1268,31 @@ static int compaction_pick(stele_tsdb *db, const block_set *s, tsdb_block **run,
 
 static int retention_apply(stele_tsdb *db)
 {
-    int64_t cutoff = tsdb_now(db) - db->opts.retention_ns;
+    int64_t cutoff = tier_raw_drop_cutoff(db, tsdb_now(db));
+    uint64_t built = tier_built_through(db);
     block_set *cur = tsdb_blocks_acquire(db);
     tsdb_block **expired = calloc(cur->n + 1, sizeof(*expired));
     size_t nexp = 0;
+    int64_t expired_before = INT64_MIN;
     int rc = 0;
     if (!expired) {
         block_set_release(cur);
         return -ENOMEM;
     }
+    /* Raw data goes only once the tiers reflect every flushed block (SPEC §5). */
+    bool all_built = true;
     for (size_t i = 0; i < cur->n; i++)
-        if (cur->blocks[i]->maxt < cutoff)
+        all_built = all_built && cur->blocks[i]->seq_hi <= built;
+    for (size_t i = 0; all_built && i < cur->n; i++) {
+        if (cur->blocks[i]->maxt < cutoff) {
             expired[nexp++] = cur->blocks[i];
-    if (nexp) {
+            if (cur->blocks[i]->maxt + 1 > expired_before)
+                expired_before = cur->blocks[i]->maxt + 1;
+        }
+    }
+    if (nexp)
+        rc = tier_record_raw_expiry(db, expired_before);
+    if (nexp && rc == 0) {
         block_set *next = block_set_derive(cur, expired, nexp, NULL, 0);
         if (!next) {
             rc = -ENOMEM;
@@ -1242,12 +1312,17 @@ static int retention_apply(stele_tsdb *db)
 
 static int tsdb_maintain_locked(stele_tsdb *db)
 {
-    int rc = retention_apply(db);
+    /* Tiers first: raw blocks are compacted and dropped only once reflected in them. */
+    int rc = tier_build_locked(db, true, NULL);
+    if (rc == 0)
+        rc = retention_apply(db);
     for (int rounds = 0; rc == 0 && rounds < 64; rounds++) {
         block_set *cur = tsdb_blocks_acquire(db);
         tsdb_block **run = calloc(cur->n + 1, sizeof(*run));
         size_t nrun = 0;
-        int found = run ? compaction_pick(db, cur, run, &nrun) : 0;
+        int found = run ? tsdb_compaction_pick(db, cur, db->opts.partition_ns,
+                                               tier_built_through(db), run, &nrun)
+                        : 0;
         if (!run)
             rc = -ENOMEM;
         for (size_t i = 0; found && i < nrun; i++)
@@ -1264,6 +1339,8 @@ static int tsdb_maintain_locked(stele_tsdb *db)
     }
     if (rc == 0)
         rc = stele_io_fsync_dir(db->opts.io, db->blocks_dir);
+    if (rc == 0)
+        rc = tier_maintain_locked(db);
     return rc;
 }
 
@@ -1309,6 +1386,20 @@ static void *background_main(void *arg)
             rc = stele_tsdb_flush(db);
             if (rc)
                 fprintf(stderr, "stele: storage: flush failed: %s (will retry)\n", strerror(-rc));
+        }
+        /* Tiers in bounded steps, so a flush that falls due meanwhile is not held up. */
+        for (bool built = false; rc == 0 && !built && db->ntiers;) {
+            pthread_mutex_lock(&db->maint_mu);
+            rc = tier_build_locked(db, false, &built);
+            pthread_mutex_unlock(&db->maint_mu);
+            if (rc)
+                fprintf(stderr, "stele: storage: tier build failed: %s (will retry)\n",
+                        strerror(-rc));
+            pthread_mutex_lock(&db->append_mu);
+            bool flush_due = db->active_points >= db->opts.head_max_points;
+            pthread_mutex_unlock(&db->append_mu);
+            if (flush_due || db->bg_stop)
+                break;
         }
         if (rc == 0 && clock_mono_ns() >= next_maintain) {
             rc = stele_tsdb_maintain(db);
@@ -1363,4 +1454,5 @@ void stele_tsdb_get_stats(stele_tsdb *db, stele_tsdb_stats *st)
     st->retention_drops = __atomic_load_n(&db->retention_drops, __ATOMIC_RELAXED);
     st->rejected_overload = __atomic_load_n(&db->rejected_overload, __ATOMIC_RELAXED);
     st->health = stele_tsdb_health(db);
+    tier_get_stats(db, st);
 }

@@ -22,6 +22,7 @@
 #include "tsdb/block.h"
 #include "tsdb/head.h"
 #include "tsdb/index.h"
+#include "tsdb/samples.h"
 
 #define TSDB_PATH_MAX 4096
 /* Log record types. */
@@ -32,6 +33,22 @@ typedef struct {
     size_t n;
     tsdb_block **blocks; /* ascending seq_hi */
 } block_set;
+
+/* A downsampled tier's configuration and counters. */
+typedef struct {
+    int64_t resolution, retention;
+    int64_t partition_ns; /* tier blocks never span one of these */
+    char dir[TSDB_PATH_MAX + 64];
+    uint64_t builds, retention_drops; /* atomic */
+} tier_conf;
+
+/* The published state of the tiers (immutable; replaced whole under view_mu). */
+typedef struct {
+    int refs;                                    /* atomic */
+    block_set *blocks[STELE_MAX_TIERS];          /* per downsampled tier, ascending seq_hi */
+    uint64_t built_through;                      /* raw blocks with seq_hi ≤ this are reflected */
+    int64_t expired_before[STELE_MAX_TIERS + 1]; /* raw first; INT64_MIN = never */
+} tier_view;
 
 struct stele_tsdb {
     stele_tsdb_options opts;
@@ -50,6 +67,12 @@ struct stele_tsdb {
     tsdb_head *active;
     tsdb_head *frozen; /* being flushed, or NULL */
     block_set *blocks;
+    tier_view *tiers;
+
+    char tiers_dir[TSDB_PATH_MAX + 16];
+    size_t ntiers;
+    tier_conf tier[STELE_MAX_TIERS];
+    int64_t unbuilt_since_ns; /* atomic; when the oldest unbuilt flush was published, or 0 */
 
     pthread_mutex_t apply_mu;
     pthread_cond_t apply_cond;
@@ -83,5 +106,53 @@ void block_set_release(block_set *s);
 int series_in_key_order(stele_tsdb *db, const uint64_t *ids, size_t n, tsdb_series ***out);
 /* Snapshot for readers: references to the heads and the block set. */
 void tsdb_view_acquire(stele_tsdb *db, tsdb_head **active, tsdb_head **frozen, block_set **blocks);
+
+/* As tsdb_view_acquire, plus the tier view, all from one instant. */
+void tsdb_view_acquire_all(stele_tsdb *db, tsdb_head **active, tsdb_head **frozen,
+                           block_set **blocks, tier_view **tiers);
+/* Opens every block of a directory into *out (removing temporary files and leftovers of
+ * interrupted compactions); every block must have this resolution (0 = raw). Series
+ * keys are registered in the index. */
+int tsdb_load_block_dir(stele_tsdb *db, const char *dir, int64_t resolution,
+                        stele_tsdb_recovery *rec, block_set **out, char *err, size_t errcap);
+/* One compaction run among blocks of a set (partitions of width partition_ns; blocks
+ * with seq_hi > max_seq are left alone). 1 and run/nrun filled if there is one. */
+int tsdb_compaction_pick(stele_tsdb *db, const block_set *s, int64_t partition_ns, uint64_t max_seq,
+                         tsdb_block **run, size_t *nrun);
+block_set *block_set_derive(const block_set *base, tsdb_block **remove, size_t nremove,
+                            tsdb_block **add, size_t nadd);
+
+/* Tiers (tier_store.c). */
+void tier_name(int64_t resolution, char *buf, size_t cap);
+int tier_store_open(stele_tsdb *db, stele_tsdb_recovery *rec, char *err, size_t errcap);
+tier_view *tier_view_acquire(stele_tsdb *db);
+void tier_view_release(tier_view *v);
+/* Builds tiers for flushed raw blocks: one bounded step, or (all) until caught up;
+ * *done (optional) tells whether anything flushed is left unbuilt. */
+int tier_build_locked(stele_tsdb *db, bool all, bool *done);
+/* Retention and compaction of tier blocks. */
+int tier_maintain_locked(stele_tsdb *db);
+/* Highest raw seq reflected in the tiers (UINT64_MAX without tiers). */
+uint64_t tier_built_through(stele_tsdb *db);
+/* Raw blocks ending before this may be dropped (see tier_store.c on why it lags). */
+int64_t tier_raw_drop_cutoff(stele_tsdb *db, int64_t now);
+/* The oldest timestamp a write may have. */
+int64_t tier_accept_min(stele_tsdb *db, int64_t now);
+/* Records durably that raw data before expired_before is gone. */
+int tier_record_raw_expiry(stele_tsdb *db, int64_t expired_before);
+void tier_get_stats(stele_tsdb *db, stele_tsdb_stats *st);
+
+/* Reads series merged across a snapshot's blocks and heads (later writes winning). */
+typedef struct {
+    tsdb_head *active, *frozen; /* borrowed; either may be NULL (blocks only) */
+    block_set *blocks;          /* borrowed */
+    block_cache *caches;        /* one per block */
+    sample_buf acc, out, tmp;
+} raw_reader;
+int raw_reader_init(raw_reader *r, tsdb_head *active, tsdb_head *frozen, block_set *blocks);
+void raw_reader_free(raw_reader *r);
+/* r->acc receives the samples of series id in [mint, maxt]. err names a damaged file. */
+int raw_reader_read(raw_reader *r, uint64_t id, int64_t mint, int64_t maxt, char *err,
+                    size_t errcap);
 
 #endif

@@ -510,7 +510,8 @@ http GET "/api/v1/query?$(qs 'query=lim_m{i=~"[0-4]"}' time=$END tenant=lim)" -H
 ok "5 series, at the limit"
 shape "5 series" vector && eq "5 series answered" 5 "$(printf '%s\n' "$OUT" | grep -c .)"
 LIM_SAMPLES=0
-http GET "/api/v1/query_range?$(qs query=lim_b start=$((END - 3000)) end=$END step=60 tenant=lim)" \
+# resolution=raw: at a 60 s step the 1m tier would answer this from 50 buckets.
+http GET "/api/v1/query_range?$(qs query=lim_b start=$((END - 3000)) end=$END step=60 tenant=lim resolution=raw)" \
     -H "Authorization: Token $ADMIN"
 prom_error "3000 samples over max_samples_per_query 1000" 422 execution 'samples, over the limit of 1000'
 [ "$HTTP_STATUS" = 422 ] && LIM_SAMPLES=$((LIM_SAMPLES + 1))

@@ -108,7 +108,8 @@ static char *run(fixture *f, const char *q, int64_t t, const stele_query_limits 
     stele_query_result *r = NULL;
     char *json = NULL;
     size_t len;
-    int rc = stele_query_eval(f->db, "t", e, t, t, 0, false, lim ? lim : &def, NULL, &r, err, st);
+    int rc = stele_query_eval(f->db, "t", e, t, t, 0, false, lim ? lim : &def,
+                              STELE_RESOLUTION_AUTO, NULL, &r, err, st);
     if (rc == 0) {
         assert_int_equal(stele_query_result_json(r, &json, &len), 0);
         stele_query_result_free(r);
@@ -218,8 +219,8 @@ static void test_limits_stop_running_queries(void **state)
     assert_int_equal(pq_parse("gauge * 2", 9, &e, perr, sizeof(perr)), 0);
     stele_query_result *r = NULL;
     stele_query_error err;
-    int rc =
-        stele_query_eval(f->db, "t", e, T0, T0 + 2000 * NS, NS, true, &lim, NULL, &r, &err, NULL);
+    int rc = stele_query_eval(f->db, "t", e, T0, T0 + 2000 * NS, NS, true, &lim,
+                              STELE_RESOLUTION_AUTO, NULL, &r, &err, NULL);
     assert_int_not_equal(rc, 0);
     assert_null(r);
     assert_int_equal(err.kind, STELE_QERR_EXECUTION);
@@ -228,13 +229,14 @@ static void test_limits_stop_running_queries(void **state)
     /* A cancelled query (the pool's deadline) stops with a timeout. */
     stele_query_limits_default(&lim);
     volatile int cancel = 1;
-    rc = stele_query_eval(f->db, "t", e, T0, T0 + 300 * NS, 15 * NS, true, &lim, &cancel, &r, &err,
-                          NULL);
+    rc = stele_query_eval(f->db, "t", e, T0, T0 + 300 * NS, 15 * NS, true, &lim,
+                          STELE_RESOLUTION_AUTO, &cancel, &r, &err, NULL);
     assert_int_not_equal(rc, 0);
     assert_int_equal(err.kind, STELE_QERR_TIMEOUT);
 
     /* Too many steps. */
-    rc = stele_query_eval(f->db, "t", e, T0, T0 + 20000 * NS, NS, true, &lim, NULL, &r, &err, NULL);
+    rc = stele_query_eval(f->db, "t", e, T0, T0 + 20000 * NS, NS, true, &lim, STELE_RESOLUTION_AUTO,
+                          NULL, &r, &err, NULL);
     assert_int_not_equal(rc, 0);
     assert_int_equal(err.kind, STELE_QERR_BAD_DATA);
     assert_non_null(strstr(err.message, "11000"));

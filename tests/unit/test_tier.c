@@ -125,8 +125,9 @@ static void check_function(stele_tsdb *db, const char *fname, stele_tier_fn fn,
     stele_query_limits_default(&lim);
     stele_query_result *r;
     stele_query_error err;
-    assert_int_equal(
-        stele_query_eval(db, "t", e, start, end, res, true, &lim, NULL, &r, &err, NULL), 0);
+    assert_int_equal(stele_query_eval(db, "t", e, start, end, res, true, &lim, STELE_RESOLUTION_RAW,
+                                      NULL, &r, &err, NULL),
+                     0);
     char *json;
     size_t len;
     assert_int_equal(stele_query_result_json(r, &json, &len), 0);
