@@ -51,6 +51,11 @@ int stele_tiers_parse(const char *text, int64_t *resolution_ns, int64_t *retenti
 size_t stele_buckets_build(const int64_t *ts, const double *v, size_t n, int64_t resolution,
                            stele_bucket *out);
 
+/* Extends acc (a bucket or a merge of consecutive buckets) with `next`, whose samples
+ * all come after acc's: the aggregate of the union, as if built from the samples
+ * (sums to rounding). acc->start is left as it is. */
+void stele_bucket_append(stele_bucket *acc, const stele_bucket *next);
+
 /* Functions answerable from buckets. */
 typedef enum {
     STELE_TIER_MIN,

@@ -40,6 +40,10 @@ typedef struct {
     char config[1024];
     bool ack_buffered;
     int64_t retention_ns;
+    /* Tiers after raw (SPEC §5); tiers_set when --tiers or "tiers" gave them. */
+    bool tiers_set;
+    size_t ntiers;
+    int64_t tier_resolution_ns[STELE_MAX_TIERS], tier_retention_ns[STELE_MAX_TIERS];
     int64_t max_future_skew_ns;
     uint64_t head_max_points;
     int64_t flush_interval_ns;
@@ -58,12 +62,15 @@ static void serve_usage(FILE *out)
             "Runs the server: HTTP API, write-ahead log, storage, on one data directory.\n\n"
             "  --data DIR             data directory (default ./stele-data)\n"
             "  --http ADDR            HTTP listen address (default 127.0.0.1:7400)\n"
-            "  --config FILE          JSON settings (keys: http, ack, retention,\n"
+            "  --config FILE          JSON settings (keys: http, ack, retention, tiers,\n"
             "                         max_future_skew, head_max_points, flush_interval,\n"
             "                         metrics_open, max_body_bytes, query_threads, limits,\n"
             "                         tenants); flags override it; see docs/operations.md\n"
             "  --ack durable|buffered acknowledge after fsync (default) or before it\n"
             "  --retention DUR        keep raw data this long (default 30d)\n"
+            "  --tiers SPEC           downsampling tiers, raw first (default\n"
+            "                         raw:30d,1m:1y,1h:10y; \"raw:30d\" alone: no tiers);\n"
+            "                         raw's retention replaces --retention\n"
             "  --max-future-skew DUR  refuse points further ahead (default 10m)\n"
             "  --head-max-points N    flush the in-memory head at N points (default 4000000)\n"
             "  --flush-interval DUR   ...or when it is this old (default 10m)\n"
@@ -147,6 +154,26 @@ static int load_limits(const char *path, const char *where, json_t *obj, stele_t
     return rc;
 }
 
+/* Parses a --tiers specification into s. Prints the problem itself. */
+static int parse_tiers(const char *where, const char *text, serve_settings *s)
+{
+    int64_t res[STELE_MAX_TIERS], ret[STELE_MAX_TIERS];
+    size_t n = 0;
+    char err[256];
+    if (stele_tiers_parse(text, res, ret, &n, err, sizeof(err)) != 0) {
+        cli_error("serve", "%s %s: %s", where, text, err);
+        return -EINVAL;
+    }
+    s->tiers_set = true;
+    s->retention_ns = ret[0];
+    s->ntiers = n - 1;
+    for (size_t i = 1; i < n; i++) {
+        s->tier_resolution_ns[i - 1] = res[i];
+        s->tier_retention_ns[i - 1] = ret[i];
+    }
+    return 0;
+}
+
 /* Applies a JSON config file onto s. Prints the problem itself. */
 static int load_config(const char *path, serve_settings *s)
 {
@@ -168,6 +195,9 @@ static int load_config(const char *path, serve_settings *s)
                    (!strcmp(str, "durable") || !strcmp(str, "buffered"))) {
             s->ack_buffered = !strcmp(str, "buffered");
         } else if (!strcmp(key, "retention") && str && parse_duration(str, &s->retention_ns) == 0) {
+        } else if (!strcmp(key, "tiers") && str) {
+            if (parse_tiers("--config tiers", str, s) != 0)
+                rc = -EINVAL;
         } else if (!strcmp(key, "max_future_skew") && str &&
                    parse_duration(str, &s->max_future_skew_ns) == 0) {
         } else if (!strcmp(key, "flush_interval") && str &&
@@ -246,9 +276,12 @@ static int parse_args(int argc, char **argv, serve_settings *s, bool *help)
                 s->ack_buffered = !strcmp(val, "buffered");
             else
                 bad = 1;
-        } else if (!strcmp(a, "--retention") && val)
+        } else if (!strcmp(a, "--retention") && val) {
             bad = parse_duration(val, &s->retention_ns);
-        else if (!strcmp(a, "--max-future-skew") && val)
+        } else if (!strcmp(a, "--tiers") && val) {
+            if (parse_tiers("--tiers", val, s) != 0)
+                return -EINVAL;
+        } else if (!strcmp(a, "--max-future-skew") && val)
             bad = parse_duration(val, &s->max_future_skew_ns);
         else if (!strcmp(a, "--flush-interval") && val)
             bad = parse_duration(val, &s->flush_interval_ns);
@@ -455,6 +488,11 @@ static int cmd_serve_args(int argc, char **argv)
     o.dir = s.data;
     o.io = io;
     o.retention_ns = s.retention_ns;
+    if (s.tiers_set) {
+        o.ntiers = s.ntiers;
+        memcpy(o.tier_resolution_ns, s.tier_resolution_ns, sizeof(o.tier_resolution_ns));
+        memcpy(o.tier_retention_ns, s.tier_retention_ns, sizeof(o.tier_retention_ns));
+    }
     o.max_future_skew_ns = s.max_future_skew_ns;
     o.head_max_points = s.head_max_points;
     o.flush_interval_ns = s.flush_interval_ns;

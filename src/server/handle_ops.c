@@ -148,6 +148,43 @@ mhd_result handle_metrics(stele_server *s, struct MHD_Connection *c, request *r)
     metric(&t, "stele_tsdb_overload_rejections_total", "counter",
            "Writes refused because the head was full during a flush.", NULL,
            (double)st.rejected_overload);
+    /* Per tier (SPEC §5): raw first, then the downsampled tiers (points are buckets). */
+    static const struct {
+        const char *name, *type, *help;
+    } tier_metrics[] = {
+        {"stele_tier_series", "gauge", "Series with data in the tier."},
+        {"stele_tier_points", "gauge", "Points (raw: samples; tiers: buckets) stored."},
+        {"stele_tier_bytes", "gauge", "Bytes of the tier's block files."},
+        {"stele_tier_blocks", "gauge", "Block files of the tier."},
+        {"stele_tier_build_lag_seconds", "gauge",
+         "Age of the oldest flushed raw data not yet built into the tier (0: up to date)."},
+        {"stele_tier_build_lag_points", "gauge", "Flushed raw points not yet built into the tier."},
+        {"stele_tier_builds_total", "counter", "Tier build steps completed."},
+        {"stele_tier_retention_dropped_blocks_total", "counter",
+         "Tier blocks dropped by retention."},
+    };
+    for (size_t m = 0; m < sizeof(tier_metrics) / sizeof(tier_metrics[0]); m++) {
+        tb_printf(&t, "# HELP %s %s\n# TYPE %s %s\n", tier_metrics[m].name, tier_metrics[m].help,
+                  tier_metrics[m].name, tier_metrics[m].type);
+        double raw[] = {(double)st.series,
+                        (double)(st.block_points + st.head_points),
+                        (double)st.block_bytes,
+                        (double)st.blocks,
+                        0,
+                        0,
+                        0,
+                        (double)st.retention_drops};
+        tb_printf(&t, "%s{tier=\"raw\"} %.17g\n", tier_metrics[m].name, raw[m]);
+        for (size_t i = 0; i < st.ntiers; i++) {
+            char name[32];
+            stele_resolution_name(st.tiers[i].resolution_ns, name, sizeof(name));
+            double v[] = {(double)st.tiers[i].series,     (double)st.tiers[i].buckets,
+                          (double)st.tiers[i].bytes,      (double)st.tiers[i].blocks,
+                          st.tiers[i].build_lag_ns / 1e9, (double)st.tiers[i].build_lag_points,
+                          (double)st.tiers[i].builds,     (double)st.tiers[i].retention_drops};
+            tb_printf(&t, "%s{tier=\"%s\"} %.17g\n", tier_metrics[m].name, name, v[m]);
+        }
+    }
     metric(&t, "stele_wal_fsyncs_total", "counter", "Log fsyncs (each covers a group of writes).",
            NULL, (double)st.wal_fsyncs);
     metric(&t, "stele_wal_bytes_total", "counter", "Bytes appended to the log.", NULL,

@@ -3,7 +3,15 @@
  * segment record by record, every block file down to each decoded series. It opens
  * files read-only and changes nothing, so it is safe on a directory a server is using
  * (it may then report a torn tail that is merely being written).
+ *
+ * Tiers (SPEC §5) are checked block by block (checksums, every bucket decodes and keeps
+ * the aggregate's invariants) and against each other: every bucket of a coarser tier
+ * must equal the merge of the finer tier's buckets it covers, wherever the finer tier
+ * still holds them — counts, extremes, first/last samples exactly, sums and counter
+ * resets to 1e-9. Both are built from the same raw data, so any difference is damage
+ * or a bug.
  */
+#include <math.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -14,6 +22,7 @@
 #include "stele/wal.h"
 #include "tsdb/block.h"
 #include "tsdb/series_key.h"
+#include "tsdb/tsdb_internal.h"
 
 typedef struct {
     char **names;
@@ -54,6 +63,12 @@ static void name_list_free(name_list *l)
     free(l->names);
 }
 
+static int cmp_u64_ids(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static int check_key(void *ctx, uint64_t id, const uint8_t *key, size_t len)
 {
     (void)ctx;
@@ -91,7 +106,13 @@ static int check_block(stele_io *io, const char *path, stele_check_fn problem, v
             problems++;
             break;
         }
-        rc = block_read_series(b, e, &cache, ts, v);
+        if (b->resolution) {
+            stele_bucket *bk = malloc(e->npoints * sizeof(*bk));
+            rc = bk ? block_read_buckets(b, e, &cache, bk) : -ENOMEM;
+            free(bk);
+        } else {
+            rc = block_read_series(b, e, &cache, ts, v);
+        }
         if (rc) {
             snprintf(err, sizeof(err), "series id %" PRIu64 " does not decode: %s", e->id,
                      strerror(-rc));
@@ -103,6 +124,269 @@ static int check_block(stele_io *io, const char *path, stele_check_fn problem, v
     free(v);
     block_cache_free(&cache);
     block_unref(b);
+    return problems;
+}
+
+/* ---- tiers ----------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t resolution;
+    char dir[4500];
+    tsdb_block **blocks; /* committed ones, ascending seq_hi */
+    size_t n;
+    int64_t expired_before;
+} checked_tier;
+
+static int block_seq_order(const void *a, const void *b)
+{
+    const tsdb_block *x = *(tsdb_block *const *)a, *y = *(tsdb_block *const *)b;
+    return x->seq_hi < y->seq_hi ? -1 : x->seq_hi > y->seq_hi;
+}
+
+static int tier_order(const void *a, const void *b)
+{
+    const checked_tier *x = a, *y = b;
+    return x->resolution < y->resolution ? -1 : x->resolution > y->resolution;
+}
+
+/* A series' buckets across a tier's blocks, the newest block winning per bucket.
+ * *out malloc'd. -EBADMSG if a block does not decode. */
+static int tier_series_buckets(const checked_tier *t, uint64_t id, block_cache *caches,
+                               stele_bucket **out, size_t *nout)
+{
+    stele_bucket *acc = NULL, *tmp = NULL, *merged = NULL;
+    size_t n = 0;
+    int rc = 0;
+    for (size_t i = 0; i < t->n && rc == 0; i++) {
+        const block_entry *e = block_find(t->blocks[i], id);
+        if (!e)
+            continue;
+        tmp = malloc(e->npoints * sizeof(*tmp));
+        merged = malloc((n + e->npoints) * sizeof(*merged));
+        if (!tmp || !merged) {
+            rc = -ENOMEM;
+            break;
+        }
+        rc = block_read_buckets(t->blocks[i], e, &caches[i], tmp);
+        size_t a = 0, b = 0, k = 0;
+        while (rc == 0 && (a < n || b < e->npoints)) {
+            if (b == e->npoints || (a < n && acc[a].start < tmp[b].start)) {
+                merged[k++] = acc[a++];
+            } else {
+                if (a < n && acc[a].start == tmp[b].start)
+                    a++;
+                merged[k++] = tmp[b++];
+            }
+        }
+        free(acc);
+        free(tmp);
+        tmp = NULL;
+        acc = merged;
+        merged = NULL;
+        n = k;
+    }
+    free(tmp);
+    free(merged);
+    if (rc) {
+        free(acc);
+        return rc;
+    }
+    *out = acc;
+    *nout = n;
+    return 0;
+}
+
+static bool close_enough(double a, double b)
+{
+    if (isnan(a) || isnan(b))
+        return isnan(a) && isnan(b);
+    if (a == b)
+        return true;
+    return fabs(a - b) <= 1e-9 * fmax(fabs(a), fabs(b));
+}
+
+static bool same_value(double a, double b)
+{
+    return (isnan(a) && isnan(b)) || a == b;
+}
+
+/* Compares tier `coarse` with the merge of tier `fine`; returns the problems found. */
+static int check_tier_pair(const checked_tier *fine, const checked_tier *coarse,
+                           stele_check_fn problem, void *ctx)
+{
+    int problems = 0;
+    char msg[512];
+    block_cache *fc = calloc(fine->n + 1, sizeof(*fc)), *cc = calloc(coarse->n + 1, sizeof(*cc));
+    uint64_t *ids = NULL;
+    size_t nids = 0, total = 0;
+    for (size_t i = 0; i < coarse->n; i++)
+        total += coarse->blocks[i]->nentries;
+    ids = malloc((total + 1) * sizeof(*ids));
+    if (!fc || !cc || !ids) {
+        problem(ctx, coarse->dir, "out of memory while checking");
+        problems++;
+        goto out;
+    }
+    for (size_t i = 0; i < coarse->n; i++)
+        for (uint64_t j = 0; j < coarse->blocks[i]->nentries; j++)
+            ids[nids++] = coarse->blocks[i]->entries[j].id;
+    qsort(ids, nids, sizeof(*ids), cmp_u64_ids);
+    for (size_t i = 0; i < nids && problems < 20; i++) {
+        if (i && ids[i] == ids[i - 1])
+            continue;
+        stele_bucket *cb = NULL, *fb = NULL;
+        size_t nc = 0, nf = 0;
+        if (tier_series_buckets(coarse, ids[i], cc, &cb, &nc) ||
+            tier_series_buckets(fine, ids[i], fc, &fb, &nf)) {
+            free(cb);
+            free(fb);
+            continue; /* reported by the block checks */
+        }
+        /* Compare where the finer tier still holds the whole coarse bucket. */
+        int64_t fine_from = nf ? fb[0].start : INT64_MAX;
+        if (fine->expired_before != INT64_MIN && fine->expired_before > fine_from)
+            fine_from = fine->expired_before;
+        size_t f = 0;
+        for (size_t k = 0; k < nc && problems < 20; k++) {
+            int64_t lo = cb[k].start, hi = lo + coarse->resolution;
+            while (f < nf && fb[f].start < lo)
+                f++;
+            if (lo < fine_from)
+                continue;
+            stele_bucket m = {.start = lo};
+            for (; f < nf && fb[f].start < hi; f++)
+                stele_bucket_append(&m, &fb[f]);
+            const stele_bucket *c = &cb[k];
+            const char *what = NULL;
+            if (m.count != c->count)
+                what = "count";
+            else if (!same_value(m.min, c->min) || !same_value(m.max, c->max))
+                what = "min/max";
+            else if (!same_value(m.first, c->first) || !same_value(m.last, c->last) ||
+                     m.first_ts != c->first_ts || m.last_ts != c->last_ts)
+                what = "first/last sample";
+            else if (!close_enough(m.sum + m.sum_c, c->sum + c->sum_c) && isfinite(c->sum))
+                what = "sum";
+            else if (!close_enough(m.resets, c->resets))
+                what = "counter resets";
+            if (what) {
+                snprintf(msg, sizeof(msg),
+                         "series id %llu, bucket at %lld ns: %s differs from the merged buckets "
+                         "of the finer tier",
+                         (unsigned long long)ids[i], (long long)lo, what);
+                problem(ctx, coarse->dir, msg);
+                problems++;
+            }
+        }
+        free(cb);
+        free(fb);
+    }
+out:
+    for (size_t i = 0; fc && i < fine->n; i++)
+        block_cache_free(&fc[i]);
+    for (size_t i = 0; cc && i < coarse->n; i++)
+        block_cache_free(&cc[i]);
+    free(fc);
+    free(cc);
+    free(ids);
+    return problems;
+}
+
+static int add_tier_dir(void *ctx, const char *name)
+{
+    return add_name(ctx, name);
+}
+
+/* Checks dir/tiers: the state file, every tier block, the tiers against each other. */
+static int check_tiers(stele_io *io, const char *dir, stele_check_fn problem, stele_check_fn note,
+                       void *ctx)
+{
+    char tiers_dir[4200], path[4800];
+    name_list subdirs = {0};
+    checked_tier tiers[STELE_MAX_TIERS] = {{0}};
+    size_t ntiers = 0;
+    int problems = 0;
+    tier_state st = {0};
+    const char *why;
+    snprintf(tiers_dir, sizeof(tiers_dir), "%s/tiers", dir);
+    if (stele_io_exists(io, tiers_dir) != 1)
+        return 0;
+    snprintf(path, sizeof(path), "%s/state", tiers_dir);
+    int rc = tier_state_load(io, path, &st, &why);
+    bool have_state = rc == 0;
+    if (rc && rc != -ENOENT) {
+        problem(ctx, path, rc == -EBADMSG ? why : strerror(-rc));
+        problems++;
+    }
+    rc = stele_io_list(io, tiers_dir, add_tier_dir, &subdirs);
+    if (rc || subdirs.rc) {
+        problem(ctx, tiers_dir, "cannot list");
+        name_list_free(&subdirs);
+        return problems + 1;
+    }
+    for (size_t i = 0; i < subdirs.n && ntiers < STELE_MAX_TIERS; i++) {
+        int64_t res;
+        if (stele_resolution_parse(subdirs.names[i], &res) != 0 || res <= 0)
+            continue; /* the state file and anything foreign */
+        checked_tier *t = &tiers[ntiers++];
+        t->resolution = res;
+        t->expired_before = INT64_MIN;
+        for (size_t k = 0; have_state && k < st.ntiers; k++)
+            if (st.resolution[k] == res)
+                t->expired_before = st.expired_before[k + 1];
+        snprintf(t->dir, sizeof(t->dir), "%s/%s", tiers_dir, subdirs.names[i]);
+        name_list files = {0};
+        if (stele_io_list(io, t->dir, add_name, &files) || files.rc) {
+            problem(ctx, t->dir, "cannot list");
+            problems++;
+            name_list_free(&files);
+            continue;
+        }
+        qsort(files.names, files.n, sizeof(char *), cmp_str);
+        t->blocks = calloc(files.n + 1, sizeof(*t->blocks));
+        for (size_t k = 0; t->blocks && k < files.n; k++) {
+            uint64_t lo, hi;
+            snprintf(path, sizeof(path), "%s/%s", t->dir, files.names[k]);
+            if (block_parse_name(files.names[k], &lo, &hi) != 0) {
+                if (note)
+                    note(ctx, path, "not a block file (unfinished or foreign); ignored");
+                continue;
+            }
+            if (have_state && lo > st.committed) {
+                if (note)
+                    note(ctx, path,
+                         "written by a tier build that did not complete; removed at the next "
+                         "start and rebuilt");
+                continue;
+            }
+            int p = check_block(io, path, problem, ctx);
+            problems += p;
+            char err[512];
+            tsdb_block *b = NULL;
+            if (p == 0 && block_open(io, path, false, NULL, NULL, &b, err, sizeof(err)) == 0) {
+                if (b->resolution != res) {
+                    problem(ctx, path, "block resolution does not match its tier directory");
+                    problems++;
+                    block_unref(b);
+                } else {
+                    t->blocks[t->n++] = b;
+                }
+            }
+        }
+        name_list_free(&files);
+        if (t->n)
+            qsort(t->blocks, t->n, sizeof(*t->blocks), block_seq_order);
+    }
+    qsort(tiers, ntiers, sizeof(*tiers), tier_order);
+    for (size_t i = 1; i < ntiers; i++)
+        if (tiers[i].resolution % tiers[i - 1].resolution == 0)
+            problems += check_tier_pair(&tiers[i - 1], &tiers[i], problem, ctx);
+    for (size_t i = 0; i < ntiers; i++) {
+        for (size_t k = 0; k < tiers[i].n; k++)
+            block_unref(tiers[i].blocks[k]);
+        free(tiers[i].blocks);
+    }
+    name_list_free(&subdirs);
     return problems;
 }
 
@@ -163,6 +447,7 @@ int stele_tsdb_check(stele_io *io, const char *dir, stele_check_fn problem, stel
             problems += check_block(io, path, problem, ctx);
         }
     }
+    problems += check_tiers(io, dir, problem, note, ctx);
     rc = 0;
 out:
     name_list_free(&wal);

@@ -258,7 +258,8 @@ int stele_tsdb_series(stele_tsdb *db, const char *tenant, const stele_matcher *m
     int rc = index_match(&db->ix, tenant, matchers, nmatchers, &ids, &nids, err, errcap);
     if (rc)
         return rc;
-    tsdb_view_acquire(db, &active, &frozen, &blocks);
+    tier_view *tiers = NULL;
+    tsdb_view_acquire_all(db, &active, &frozen, &blocks, &tiers);
     for (size_t i = 0; i < nids && rc == 0; i++) {
         bool has_data = false;
         for (size_t b = 0; b < blocks->n && !has_data; b++) {
@@ -268,6 +269,16 @@ int stele_tsdb_series(stele_tsdb *db, const char *tenant, const stele_matcher *m
         if (!has_data)
             has_data = head_points_in(active, ids[i], mint, maxt) ||
                        head_points_in(frozen, ids[i], mint, maxt);
+        /* Series whose raw data expired still have data in the tiers (bucket starts:
+         * a bucket overlaps [mint, maxt] when it starts before maxt and ends after mint). */
+        for (size_t t = 0; t < db->ntiers && !has_data; t++) {
+            const block_set *ts = tiers->blocks[t];
+            int64_t r = db->tier[t].resolution;
+            for (size_t b = 0; b < ts->n && !has_data; b++) {
+                const block_entry *e = block_find(ts->blocks[b], ids[i]);
+                has_data = e && e->maxt + r > mint && e->mint <= maxt;
+            }
+        }
         if (!has_data)
             continue;
         tsdb_series *s = index_get(&db->ix, ids[i]);
@@ -282,6 +293,7 @@ int stele_tsdb_series(stele_tsdb *db, const char *tenant, const stele_matcher *m
     head_unref(active);
     head_unref(frozen);
     block_set_release(blocks);
+    tier_view_release(tiers);
     free(ids);
     return rc;
 }

@@ -161,6 +161,28 @@ size_t stele_buckets_build(const int64_t *ts, const double *v, size_t n, int64_t
     return nb;
 }
 
+void stele_bucket_append(stele_bucket *acc, const stele_bucket *next)
+{
+    if (next->count == 0)
+        return;
+    if (acc->count == 0) {
+        int64_t start = acc->start;
+        *acc = *next;
+        acc->start = start;
+        return;
+    }
+    acc->min = min_keep(acc->min, next->min);
+    acc->max = max_keep(acc->max, next->max);
+    if (next->first < acc->last)
+        acc->resets += acc->last; /* a reset across the boundary */
+    acc->resets += next->resets;
+    kahan_add(next->sum, &acc->sum, &acc->sum_c);
+    kahan_add(next->sum_c, &acc->sum, &acc->sum_c);
+    acc->count += next->count;
+    acc->last = next->last;
+    acc->last_ts = next->last_ts;
+}
+
 /* First bucket with start >= x. */
 static size_t lower_bucket(const stele_bucket *b, size_t n, int64_t x)
 {

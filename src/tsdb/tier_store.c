@@ -31,7 +31,10 @@
  *   8   4  version (1)
  *   12  4  ntiers (downsampled tiers)
  *   16  8  built_through
- *   24  8×(ntiers+1)  expired_before, raw first (signed ns; INT64_MIN = never)
+ *   24  8  committed: the highest sequence number of a tier block written by a build
+ *           step this state records; tier blocks above it are leftovers of a step that
+ *           did not complete, deleted on open (their buckets are rebuilt)
+ *   32  8×(ntiers+1)  expired_before, raw first (signed ns; INT64_MIN = never)
  *   ..  8×ntiers      resolutions (ns) the state was built for
  *   ..  8  XXH3-64 of everything before
  */
@@ -48,7 +51,8 @@
 
 #define TIER_STATE_MAGIC "STLTIER\1"
 #define TIER_STATE_VERSION 1u
-#define TIER_STATE_MAX (8 + 4 + 4 + 8 + 8 * (2 * STELE_MAX_TIERS + 1) + 8)
+#define TIER_STATE_MAX (8 + 4 + 4 + 8 + 8 + 8 * (2 * STELE_MAX_TIERS + 1) + 8)
+#define TIER_STATE_FIXED 32
 /* Raw points of flushed blocks one build step takes at most (at least one block). */
 #define TIER_BUILD_STEP_POINTS (2u << 20)
 
@@ -116,7 +120,8 @@ static void tier_view_publish(stele_tsdb *db, tier_view *next)
 
 /* ---- state file ------------------------------------------------------------------ */
 
-static int tier_state_write(stele_tsdb *db, uint64_t built_through, const int64_t *expired_before)
+static int tier_state_write(stele_tsdb *db, uint64_t built_through, uint64_t committed,
+                            const int64_t *expired_before)
 {
     uint8_t buf[TIER_STATE_MAX];
     char path[TSDB_PATH_MAX + 32], tmp[TSDB_PATH_MAX + 32];
@@ -125,7 +130,8 @@ static int tier_state_write(stele_tsdb *db, uint64_t built_through, const int64_
     put_le32(buf + 8, TIER_STATE_VERSION);
     put_le32(buf + 12, (uint32_t)db->ntiers);
     put_le64(buf + 16, built_through);
-    n = 24;
+    put_le64(buf + 24, committed);
+    n = TIER_STATE_FIXED;
     for (size_t t = 0; t <= db->ntiers; t++, n += 8)
         put_le64(buf + n, (uint64_t)expired_before[t]);
     for (size_t t = 0; t < db->ntiers; t++, n += 8)
@@ -154,78 +160,88 @@ static int tier_state_write(stele_tsdb *db, uint64_t built_through, const int64_
     return rc;
 }
 
+int tier_state_load(stele_io *io, const char *path, tier_state *st, const char **why)
+{
+    uint8_t buf[TIER_STATE_MAX + 1];
+    stele_file *f = NULL;
+    uint64_t size = 0;
+    *why = "unreadable";
+    int rc = stele_io_open(io, path, STELE_IO_READ, &f);
+    if (rc)
+        return rc;
+    rc = stele_io_size(f, &size);
+    if (rc == 0 && (size < TIER_STATE_FIXED + 16 || size > TIER_STATE_MAX))
+        rc = -EBADMSG, *why = "size out of range";
+    if (rc == 0)
+        rc = stele_io_pread_full(f, buf, size, 0);
+    stele_io_close(f);
+    if (rc)
+        return rc;
+    uint32_t n = get_le32(buf + 12);
+    size_t expect = TIER_STATE_FIXED + 8 * ((size_t)n + 1) + 8 * (size_t)n + 8;
+    if (memcmp(buf, TIER_STATE_MAGIC, 8) != 0)
+        return *why = "bad magic", -EBADMSG;
+    if (get_le32(buf + 8) != TIER_STATE_VERSION)
+        return *why = "unsupported version", -EBADMSG;
+    if (n >= STELE_MAX_TIERS || size != expect)
+        return *why = "size does not match its tier count", -EBADMSG;
+    if (get_le64(buf + expect - 8) != XXH3_64bits(buf, expect - 8))
+        return *why = "checksum mismatch", -EBADMSG;
+    st->ntiers = n;
+    st->built_through = get_le64(buf + 16);
+    st->committed = get_le64(buf + 24);
+    const uint8_t *p = buf + TIER_STATE_FIXED;
+    for (size_t t = 0; t <= n; t++, p += 8)
+        st->expired_before[t] = (int64_t)get_le64(p);
+    for (size_t t = 0; t < n; t++, p += 8)
+        st->resolution[t] = (int64_t)get_le64(p);
+    return 0;
+}
+
 /* Reads tiers/state into v. A missing file means nothing was built yet; a state built
  * for other resolutions is kept for the tiers still configured and rebuilt from raw. */
 static int tier_state_read(stele_tsdb *db, tier_view *v, char *err, size_t errcap)
 {
-    uint8_t buf[TIER_STATE_MAX + 1];
     char path[TSDB_PATH_MAX + 32];
+    tier_state st;
+    const char *why;
     snprintf(path, sizeof(path), "%s/state", db->tiers_dir);
     for (size_t t = 0; t <= STELE_MAX_TIERS; t++)
         v->expired_before[t] = INT64_MIN;
     v->built_through = 0;
-    stele_file *f = NULL;
-    int rc = stele_io_open(db->opts.io, path, STELE_IO_READ, &f);
+    v->committed = 0;
+    int rc = tier_state_load(db->opts.io, path, &st, &why);
     if (rc == -ENOENT)
         return 0;
     if (rc) {
-        snprintf(err, errcap, "%s: %s", path, strerror(-rc));
-        return rc;
-    }
-    uint64_t size = 0;
-    rc = stele_io_size(f, &size);
-    if (rc == 0 && (size < 32 || size > TIER_STATE_MAX))
-        rc = -EBADMSG;
-    if (rc == 0)
-        rc = stele_io_pread_full(f, buf, size, 0);
-    stele_io_close(f);
-    const char *why = "unreadable";
-    if (rc == 0) {
-        uint32_t n = get_le32(buf + 12);
-        size_t expect = 24 + 8 * (n + 1) + 8 * (size_t)n + 8;
-        if (memcmp(buf, TIER_STATE_MAGIC, 8) != 0)
-            why = "bad magic", rc = -EBADMSG;
-        else if (get_le32(buf + 8) != TIER_STATE_VERSION)
-            why = "unsupported version", rc = -EBADMSG;
-        else if (n >= STELE_MAX_TIERS || size != expect)
-            why = "size does not match its tier count", rc = -EBADMSG;
-        else if (get_le64(buf + expect - 8) != XXH3_64bits(buf, expect - 8))
-            why = "checksum mismatch", rc = -EBADMSG;
-        if (rc == 0) {
-            uint64_t built = get_le64(buf + 16);
-            int64_t raw_expired = (int64_t)get_le64(buf + 24);
-            bool same = n == db->ntiers;
-            for (size_t t = 0; same && t < n; t++)
-                same = (int64_t)get_le64(buf + 24 + 8 * (n + 1) + 8 * t) == db->tier[t].resolution;
-            v->expired_before[0] = raw_expired;
-            if (same) {
-                v->built_through = built;
-                for (size_t t = 1; t <= n; t++)
-                    v->expired_before[t] = (int64_t)get_le64(buf + 24 + 8 * t);
-            } else {
-                /* Tiers changed: rebuild all from the raw data there is. Whatever raw
-                 * data expired is missing from the new tiers too. */
-                fprintf(stderr, "stele: storage: tier configuration changed; rebuilding tiers from "
-                                "raw data\n");
-                for (size_t t = 1; t <= db->ntiers; t++)
-                    v->expired_before[t] = raw_expired;
-                for (size_t t = 0; t < n; t++)
-                    for (size_t u = 0; u < db->ntiers; u++)
-                        if ((int64_t)get_le64(buf + 24 + 8 * (n + 1) + 8 * t) ==
-                                db->tier[u].resolution &&
-                            (int64_t)get_le64(buf + 24 + 8 * (t + 1)) > raw_expired)
-                            v->expired_before[u + 1] = (int64_t)get_le64(buf + 24 + 8 * (t + 1));
-            }
-        }
-    } else {
-        why = strerror(-rc);
-    }
-    if (rc)
         snprintf(err, errcap,
                  "%s: damaged tier state (%s); tiers cannot be trusted — restore it, or delete "
                  "it to rebuild the tiers from raw data (see docs/operations.md)",
-                 path, why);
-    return rc;
+                 path, rc == -EBADMSG ? why : strerror(-rc));
+        return rc;
+    }
+    bool same = st.ntiers == db->ntiers;
+    for (size_t t = 0; same && t < st.ntiers; t++)
+        same = st.resolution[t] == db->tier[t].resolution;
+    v->committed = st.committed;
+    v->expired_before[0] = st.expired_before[0];
+    if (same) {
+        v->built_through = st.built_through;
+        for (size_t t = 1; t <= st.ntiers; t++)
+            v->expired_before[t] = st.expired_before[t];
+        return 0;
+    }
+    /* Tiers changed: rebuild them all from the raw data there is; whatever raw data
+     * expired is missing from a new tier too. A tier kept keeps its own expiry. */
+    fprintf(stderr, "stele: storage: tier configuration changed; rebuilding tiers from raw data\n");
+    for (size_t u = 0; u < db->ntiers; u++) {
+        v->expired_before[u + 1] = st.expired_before[0];
+        for (size_t t = 0; t < st.ntiers; t++)
+            if (st.resolution[t] == db->tier[u].resolution &&
+                st.expired_before[t + 1] > v->expired_before[u + 1])
+                v->expired_before[u + 1] = st.expired_before[t + 1];
+    }
+    return 0;
 }
 
 /* ---- opening ---------------------------------------------------------------------- */
@@ -265,12 +281,43 @@ int tier_store_open(stele_tsdb *db, stele_tsdb_recovery *rec, char *err, size_t 
                                  err, errcap);
         if (rc)
             return rc;
+        /* Blocks of a build step whose state never became durable: delete them (the
+         * step runs again and writes the same buckets). */
+        block_set *s = v->blocks[t];
+        tsdb_block **late = calloc(s->n + 1, sizeof(*late));
+        size_t nlate = 0;
+        if (!late)
+            return -ENOMEM;
+        for (size_t i = 0; i < s->n; i++)
+            if (s->blocks[i]->seq_lo > v->committed)
+                late[nlate++] = s->blocks[i];
+        if (nlate) {
+            block_set *kept = block_set_derive(s, late, nlate, NULL, 0);
+            if (!kept) {
+                free(late);
+                return -ENOMEM;
+            }
+            for (size_t i = 0; i < nlate; i++)
+                late[i]->retired = true;
+            v->blocks[t] = kept;
+            block_set_release(s);
+            free(late);
+            late = NULL;
+            rc = stele_io_fsync_dir(db->opts.io, db->tier[t].dir);
+            if (rc) {
+                snprintf(err, errcap, "%s: %s", db->tier[t].dir, strerror(-rc));
+                return rc;
+            }
+        }
+        free(late);
         for (size_t i = 0; i < v->blocks[t]->n; i++)
             if (v->blocks[t]->blocks[i]->seq_hi >= db->next_seq)
                 db->next_seq = v->blocks[t]->blocks[i]->seq_hi + 1;
     }
     if (v->built_through >= db->next_seq)
         db->next_seq = v->built_through + 1;
+    if (v->committed >= db->next_seq)
+        db->next_seq = v->committed + 1;
     return 0;
 }
 
@@ -614,7 +661,12 @@ static int tier_build_step(stele_tsdb *db, bool *done)
     if (rc)
         goto out;
     /* Durable tier blocks first, then the state that says they exist, then publish. */
-    rc = tier_state_write(db, new_built, tv->expired_before);
+    uint64_t committed = tv->committed;
+    for (size_t t = 0; t < db->ntiers; t++)
+        for (size_t i = 0; i < nmade[t]; i++)
+            if (made[t][i]->seq_hi > committed)
+                committed = made[t][i]->seq_hi;
+    rc = tier_state_write(db, new_built, committed, tv->expired_before);
     if (rc)
         goto out;
     tier_view *next = tier_view_copy(tv);
@@ -623,6 +675,7 @@ static int tier_build_step(stele_tsdb *db, bool *done)
         goto out;
     }
     next->built_through = new_built;
+    next->committed = committed;
     for (size_t t = 0; t < db->ntiers && rc == 0; t++) {
         block_set *s = block_set_derive(next->blocks[t], NULL, 0, made[t], nmade[t]);
         if (!s) {
@@ -737,7 +790,7 @@ int tier_record_raw_expiry(stele_tsdb *db, int64_t expired_before)
         int64_t exp[STELE_MAX_TIERS + 1];
         memcpy(exp, tv->expired_before, sizeof(exp));
         exp[0] = expired_before;
-        rc = db->ntiers ? tier_state_write(db, tv->built_through, exp) : 0;
+        rc = db->ntiers ? tier_state_write(db, tv->built_through, tv->committed, exp) : 0;
         tier_view *next = rc == 0 ? tier_view_copy(tv) : NULL;
         if (rc == 0 && !next)
             rc = -ENOMEM;
@@ -780,7 +833,7 @@ static int tier_retention(stele_tsdb *db, int64_t now)
     if (rc == 0 && total) {
         /* Record the expiry before the files go: a query must never take a gap left by
          * retention for an answer. */
-        rc = tier_state_write(db, tv->built_through, exp);
+        rc = tier_state_write(db, tv->built_through, tv->committed, exp);
         tier_view *next = rc == 0 ? tier_view_copy(tv) : NULL;
         if (rc == 0 && !next)
             rc = -ENOMEM;

@@ -47,6 +47,7 @@ typedef struct {
     int refs;                                    /* atomic */
     block_set *blocks[STELE_MAX_TIERS];          /* per downsampled tier, ascending seq_hi */
     uint64_t built_through;                      /* raw blocks with seq_hi ≤ this are reflected */
+    uint64_t committed;                          /* highest tier block seq the state file records */
     int64_t expired_before[STELE_MAX_TIERS + 1]; /* raw first; INT64_MIN = never */
 } tier_view;
 
@@ -122,7 +123,15 @@ int tsdb_compaction_pick(stele_tsdb *db, const block_set *s, int64_t partition_n
 block_set *block_set_derive(const block_set *base, tsdb_block **remove, size_t nremove,
                             tsdb_block **add, size_t nadd);
 
-/* Tiers (tier_store.c). */
+/* Tiers (tier_store.c). The durable state file (format at the top of tier_store.c). */
+typedef struct {
+    uint64_t built_through, committed;
+    size_t ntiers;
+    int64_t expired_before[STELE_MAX_TIERS + 1];
+    int64_t resolution[STELE_MAX_TIERS];
+} tier_state;
+/* Reads and validates a state file; -ENOENT if missing, -EBADMSG with *why. */
+int tier_state_load(stele_io *io, const char *path, tier_state *st, const char **why);
 void tier_name(int64_t resolution, char *buf, size_t cap);
 int tier_store_open(stele_tsdb *db, stele_tsdb_recovery *rec, char *err, size_t errcap);
 tier_view *tier_view_acquire(stele_tsdb *db);
