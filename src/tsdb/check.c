@@ -342,7 +342,8 @@ static int check_tiers(stele_io *io, const char *dir, stele_check_fn problem, st
             name_list_free(&files);
             continue;
         }
-        qsort(files.names, files.n, sizeof(char *), cmp_str);
+        if (files.n)
+            qsort(files.names, files.n, sizeof(char *), cmp_str);
         t->blocks = calloc(files.n + 1, sizeof(*t->blocks));
         for (size_t k = 0; t->blocks && k < files.n; k++) {
             uint64_t lo, hi;
@@ -377,7 +378,8 @@ static int check_tiers(stele_io *io, const char *dir, stele_check_fn problem, st
         if (t->n)
             qsort(t->blocks, t->n, sizeof(*t->blocks), block_seq_order);
     }
-    qsort(tiers, ntiers, sizeof(*tiers), tier_order);
+    if (ntiers)
+        qsort(tiers, ntiers, sizeof(*tiers), tier_order);
     for (size_t i = 1; i < ntiers; i++)
         if (tiers[i].resolution % tiers[i - 1].resolution == 0)
             problems += check_tier_pair(&tiers[i - 1], &tiers[i], problem, ctx);
@@ -407,7 +409,8 @@ int stele_tsdb_check(stele_io *io, const char *dir, stele_check_fn problem, stel
             rc = wal.rc;
         if (rc)
             goto out;
-        qsort(wal.names, wal.n, sizeof(char *), cmp_str);
+        if (wal.n)
+            qsort(wal.names, wal.n, sizeof(char *), cmp_str);
         size_t last = SIZE_MAX;
         for (size_t i = 0; i < wal.n; i++)
             if (strlen(wal.names[i]) == 24 && strcmp(wal.names[i] + 20, ".seg") == 0)
@@ -435,7 +438,8 @@ int stele_tsdb_check(stele_io *io, const char *dir, stele_check_fn problem, stel
             rc = blocks.rc;
         if (rc)
             goto out;
-        qsort(blocks.names, blocks.n, sizeof(char *), cmp_str);
+        if (blocks.n)
+            qsort(blocks.names, blocks.n, sizeof(char *), cmp_str);
         for (size_t i = 0; i < blocks.n; i++) {
             uint64_t lo, hi;
             snprintf(path, sizeof(path), "%s/%s", sub, blocks.names[i]);

@@ -593,7 +593,8 @@ static int tier_build_step(stele_tsdb *db, bool *done)
     block_cache_free(&cache);
     if (rc || new_built == tv->built_through)
         goto out;
-    qsort(dirty, ndirty, sizeof(*dirty), dirty_cmp);
+    if (ndirty)
+        qsort(dirty, ndirty, sizeof(*dirty), dirty_cmp);
     size_t nd = 0, nids = 0;
     for (size_t i = 0; i < ndirty; i++)
         if (nd == 0 || dirty_cmp(&dirty[nd - 1], &dirty[i]) != 0)
