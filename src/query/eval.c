@@ -468,7 +468,7 @@ static bool buckets_near_overflow(const stele_bucket *b, size_t n)
     for (size_t i = 0; i < n; i++)
         if ((isfinite(b[i].min) && fabs(b[i].min) > TIER_SUM_SAFE_MAGNITUDE) ||
             (isfinite(b[i].max) && fabs(b[i].max) > TIER_SUM_SAFE_MAGNITUDE) ||
-            (!isfinite(b[i].sum) && isfinite(b[i].min) && isfinite(b[i].max)))
+            (isinf(b[i].sum) && isfinite(b[i].min) && isfinite(b[i].max)))
             return true;
     return false;
 }
