@@ -195,7 +195,8 @@ typedef int (*stele_buckets_fn)(void *ctx, const stele_label *labels, size_t nla
  * rounds down to the resolution. The buckets are exact: equal to stele_buckets_build
  * over everything acknowledged (buckets the background build has not reached yet, or
  * that later writes touched, are computed from raw data on the fly). -EINVAL (message in
- * err) for a bad regex, no matcher or no such tier. */
+ * err) for a bad regex, no matcher or no such tier. Sums come finished, as tier blocks
+ * store them: sum holds sum + compensation (or ±Inf) and sum_c is 0. */
 int stele_tsdb_select_buckets(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
                               size_t nmatchers, size_t tier, int64_t mint, int64_t maxt,
                               stele_buckets_fn fn, void *ctx, char *err, size_t errcap);

@@ -16,10 +16,12 @@
  *   groups: zstd frames, back to back. Each holds, for consecutive series in id order,
  *     their timestamp encoding then their value encoding (codec.h), concatenated.
  *     Version 2 (tier blocks): the "timestamps" are the bucket starts and the "values"
- *     are ten columns, each a varint length then a value encoding, in this order:
- *     count, sum, sum compensation, min, max, first, last, first_ts − start,
- *     last_ts − start, resets (stele/tier.h). Columns compress apart far better than
- *     interleaved records (counts and offsets are nearly constant).
+ *     are nine columns, each a varint length then a value encoding, in this order:
+ *     count, sum (compensated: sum + compensation, one rounding), min, max, first,
+ *     last, first_ts − start, last_ts − start, resets (stele/tier.h). Columns compress
+ *     apart far better than interleaved records (counts and offsets are nearly
+ *     constant); the compensation is folded into the sum because on its own it is
+ *     rounding noise that no codec compresses, and a decimal sum stays decimal.
  *     Grouping ~256 KiB of encodings lets zstd find redundancy across series (same
  *     decimals, same regular intervals) while a read decompresses little it does not
  *     need.
@@ -66,7 +68,7 @@
 #define BLOCK_FOOTER_MAGIC "STLBEND\1"
 #define BLOCK_VERSION 1u
 #define BLOCK_VERSION_TIER 2u
-#define BLOCK_TIER_COLUMNS 10
+#define BLOCK_TIER_COLUMNS 9
 #define BLOCK_HEADER_SIZE 64u
 #define BLOCK_FOOTER_SIZE 48u
 /* Uncompressed bytes per group: large enough for zstd to find cross-series
@@ -316,20 +318,18 @@ static double bucket_column(const stele_bucket *b, int k)
     case 0:
         return (double)b->count;
     case 1:
-        return b->sum;
+        return isinf(b->sum) ? b->sum : b->sum + b->sum_c; /* as the sum is finished */
     case 2:
-        return b->sum_c;
-    case 3:
         return b->min;
-    case 4:
+    case 3:
         return b->max;
-    case 5:
+    case 4:
         return b->first;
-    case 6:
+    case 5:
         return b->last;
-    case 7:
+    case 6:
         return (double)(b->first_ts - b->start);
-    case 8:
+    case 7:
         return (double)(b->last_ts - b->start);
     default:
         return b->resets;
@@ -835,27 +835,25 @@ int block_read_buckets(const tsdb_block *b, const block_entry *e, block_cache *c
                 break;
             case 1:
                 o->sum = x;
+                o->sum_c = 0;
                 break;
             case 2:
-                o->sum_c = x;
-                break;
-            case 3:
                 o->min = x;
                 break;
-            case 4:
+            case 3:
                 o->max = x;
                 break;
-            case 5:
+            case 4:
                 o->first = x;
                 break;
-            case 6:
+            case 5:
                 o->last = x;
                 break;
+            case 6:
             case 7:
-            case 8:
                 if (!(x >= 0 && x < (double)b->resolution) || x != floor(x))
                     goto out;
-                if (k == 7)
+                if (k == 6)
                     o->first_ts = o->start + (int64_t)x;
                 else
                     o->last_ts = o->start + (int64_t)x;

@@ -22,13 +22,15 @@ static int run_merge(sample_buf *acc, sample_buf *out, const int64_t *ts, const 
 {
     if (n == 0)
         return 0;
-    if (acc->n == 0) {
-        int rc = sample_buf_reserve(acc, n);
+    if (acc->n == 0 || ts[0] > acc->ts[acc->n - 1]) {
+        /* The common case — blocks of consecutive partitions, then the head — appends:
+         * merging would copy everything read so far once per block. */
+        int rc = sample_buf_reserve(acc, acc->n + n);
         if (rc)
             return rc;
-        memcpy(acc->ts, ts, n * sizeof(*ts));
-        memcpy(acc->v, v, n * sizeof(*v));
-        acc->n = n;
+        memcpy(acc->ts + acc->n, ts, n * sizeof(*ts));
+        memcpy(acc->v + acc->n, v, n * sizeof(*v));
+        acc->n += n;
         return 0;
     }
     int rc = sample_buf_reserve(out, acc->n + n);

@@ -40,6 +40,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,6 +358,16 @@ static int bucket_buf_reserve(bucket_buf *bb, size_t need)
     return 0;
 }
 
+/* Folds each bucket's compensation into its sum, as tier blocks store it. */
+static void buckets_finish_sums(stele_bucket *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!isinf(b[i].sum))
+            b[i].sum += b[i].sum_c;
+        b[i].sum_c = 0;
+    }
+}
+
 /* acc = acc merged with newer[0..n) (sorted by start); on equal starts the newer wins.
  * scratch is swapped with acc. */
 static int buckets_merge_newer(bucket_buf *acc, bucket_buf *scratch, const stele_bucket *newer,
@@ -364,6 +375,14 @@ static int buckets_merge_newer(bucket_buf *acc, bucket_buf *scratch, const stele
 {
     if (n == 0)
         return 0;
+    if (acc->n == 0 || newer[0].start > acc->b[acc->n - 1].start) {
+        int rc = bucket_buf_reserve(acc, acc->n + n); /* appends: the common case */
+        if (rc)
+            return rc;
+        memcpy(acc->b + acc->n, newer, n * sizeof(*newer));
+        acc->n += n;
+        return 0;
+    }
     int rc = bucket_buf_reserve(scratch, acc->n + n);
     if (rc)
         return rc;
@@ -1140,6 +1159,7 @@ int stele_tsdb_select_buckets(stele_tsdb *db, const char *tenant, const stele_ma
                     rc = bucket_buf_reserve(&tmp, rd.acc.n);
                 if (rc == 0) {
                     tmp.n = stele_buckets_build(rd.acc.ts, rd.acc.v, rd.acc.n, r, tmp.b);
+                    buckets_finish_sums(tmp.b, tmp.n);
                     rc = buckets_merge_newer(&acc, &scratch, tmp.b, tmp.n);
                 }
                 j = e;

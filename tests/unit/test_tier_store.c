@@ -356,10 +356,16 @@ static bool same_bits(double a, double b)
     return (isnan(a) && isnan(b)) || a == b;
 }
 
+/* The sum as tier blocks store it: compensation folded in (one rounding). */
+static double finished_sum(const stele_bucket *b)
+{
+    return isinf(b->sum) ? b->sum : b->sum + b->sum_c;
+}
+
 static bool same_bucket(const stele_bucket *a, const stele_bucket *b)
 {
-    return a->start == b->start && a->count == b->count && same_bits(a->sum, b->sum) &&
-           same_bits(a->sum_c, b->sum_c) && same_bits(a->min, b->min) &&
+    return a->start == b->start && a->count == b->count &&
+           same_bits(finished_sum(a), finished_sum(b)) && same_bits(a->min, b->min) &&
            same_bits(a->max, b->max) && same_bits(a->first, b->first) &&
            same_bits(a->last, b->last) && a->first_ts == b->first_ts && a->last_ts == b->last_ts &&
            same_bits(a->resets, b->resets);
