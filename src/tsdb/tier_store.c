@@ -437,7 +437,7 @@ static int part_writers_get(part_writers *p, int64_t partition, block_writer **o
     }
     uint64_t lo = p->seq_lo, hi = p->seq_hi;
     if (lo == 0)
-        lo = hi = p->db->next_seq++;
+        lo = hi = __atomic_fetch_add(&p->db->next_seq, 1, __ATOMIC_RELAXED);
     block_write_params bp = {.io = p->db->opts.io,
                              .dir = p->tc->dir,
                              .seq_lo = lo,
@@ -736,14 +736,16 @@ out:
     return rc;
 }
 
-int tier_build_locked(stele_tsdb *db, bool all, bool *done_out)
+int tier_build(stele_tsdb *db, bool all, bool *done_out)
 {
     bool done = true;
     int rc = 0;
     if (db->ntiers) {
-        do
+        do {
+            pthread_mutex_lock(&db->tier_mu);
             rc = tier_build_step(db, &done);
-        while (rc == 0 && !done && all);
+            pthread_mutex_unlock(&db->tier_mu);
+        } while (rc == 0 && !done && all);
     }
     if (done_out)
         *done_out = done;
@@ -752,10 +754,7 @@ int tier_build_locked(stele_tsdb *db, bool all, bool *done_out)
 
 int stele_tsdb_build_tiers(stele_tsdb *db)
 {
-    pthread_mutex_lock(&db->maint_mu);
-    int rc = tier_build_locked(db, true, NULL);
-    pthread_mutex_unlock(&db->maint_mu);
-    return rc;
+    return tier_build(db, true, NULL);
 }
 
 uint64_t tier_built_through(stele_tsdb *db)
@@ -804,6 +803,7 @@ int64_t tier_accept_min(stele_tsdb *db, int64_t now)
 
 int tier_record_raw_expiry(stele_tsdb *db, int64_t expired_before)
 {
+    pthread_mutex_lock(&db->tier_mu);
     tier_view *tv = tier_view_acquire(db);
     int rc = 0;
     if (expired_before > tv->expired_before[0]) {
@@ -820,6 +820,7 @@ int tier_record_raw_expiry(stele_tsdb *db, int64_t expired_before)
         }
     }
     tier_view_release(tv);
+    pthread_mutex_unlock(&db->tier_mu);
     return rc;
 }
 
@@ -973,10 +974,20 @@ static int tier_compact(stele_tsdb *db, size_t t, tsdb_block **in, size_t nin)
     return rc;
 }
 
-int tier_maintain_locked(stele_tsdb *db)
+static int tier_maintain_locked(stele_tsdb *db);
+
+int tier_maintain(stele_tsdb *db)
 {
     if (db->ntiers == 0)
         return 0;
+    pthread_mutex_lock(&db->tier_mu);
+    int rc = tier_maintain_locked(db);
+    pthread_mutex_unlock(&db->tier_mu);
+    return rc;
+}
+
+static int tier_maintain_locked(stele_tsdb *db)
+{
     int64_t now = tsdb_now(db);
     int rc = tier_retention(db, now);
     for (size_t t = 0; rc == 0 && t < db->ntiers; t++) {

@@ -37,7 +37,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/bytes.h"
 #include "common/clock.h"
@@ -768,6 +771,7 @@ out:
 }
 
 static void *background_main(void *arg);
+static void *tier_builder_main(void *arg);
 
 int stele_tsdb_open(const stele_tsdb_options *o, stele_tsdb **out, stele_tsdb_recovery *rec_out,
                     char *err, size_t errcap)
@@ -818,6 +822,8 @@ int stele_tsdb_open(const stele_tsdb_options *o, stele_tsdb **out, stele_tsdb_re
     pthread_mutex_init(&db->apply_mu, NULL);
     pthread_cond_init(&db->apply_cond, NULL);
     pthread_mutex_init(&db->maint_mu, NULL);
+    pthread_mutex_init(&db->tier_mu, NULL);
+    pthread_cond_init(&db->tier_cond, NULL);
     pthread_mutex_init(&db->bg_mu, NULL);
     pthread_cond_init(&db->bg_cond, NULL);
     db->next_seq = 1;
@@ -864,6 +870,14 @@ int stele_tsdb_open(const stele_tsdb_options *o, stele_tsdb **out, stele_tsdb_re
             goto fail;
         }
         db->bg_started = true;
+        if (db->ntiers) {
+            if (pthread_create(&db->tier_thread, NULL, tier_builder_main, db) != 0) {
+                rc = -EAGAIN;
+                snprintf(err, errcap, "cannot start the tier builder thread");
+                goto fail;
+            }
+            db->tier_started = true;
+        }
     }
     if (rec_out)
         *rec_out = rec;
@@ -878,6 +892,13 @@ void stele_tsdb_close(stele_tsdb *db)
 {
     if (!db)
         return;
+    if (db->tier_started) {
+        pthread_mutex_lock(&db->tier_mu);
+        db->tier_stop = true;
+        pthread_cond_signal(&db->tier_cond);
+        pthread_mutex_unlock(&db->tier_mu);
+        pthread_join(db->tier_thread, NULL);
+    }
     if (db->bg_started) {
         pthread_mutex_lock(&db->bg_mu);
         db->bg_stop = true;
@@ -896,6 +917,8 @@ void stele_tsdb_close(stele_tsdb *db)
     pthread_mutex_destroy(&db->apply_mu);
     pthread_cond_destroy(&db->apply_cond);
     pthread_mutex_destroy(&db->maint_mu);
+    pthread_mutex_destroy(&db->tier_mu);
+    pthread_cond_destroy(&db->tier_cond);
     pthread_mutex_destroy(&db->bg_mu);
     pthread_cond_destroy(&db->bg_cond);
     free(db);
@@ -988,7 +1011,7 @@ static int flush_write_blocks(stele_tsdb *db, tsdb_head *h, tsdb_block ***out, s
                 w = &pw[npw];
                 memset(w, 0, sizeof(*w));
                 w->partition = part;
-                w->seq = db->next_seq++;
+                w->seq = __atomic_fetch_add(&db->next_seq, 1, __ATOMIC_RELAXED);
                 block_write_params bp = {.io = db->opts.io,
                                          .dir = db->blocks_dir,
                                          .seq_lo = w->seq,
@@ -1093,9 +1116,14 @@ static int tsdb_flush_locked(stele_tsdb *db)
         } else {
             tsdb_publish(db, next, true);
             int64_t zero = 0, now = tsdb_now(db);
-            if (db->ntiers && nblocks)
+            if (db->ntiers && nblocks) {
                 __atomic_compare_exchange_n(&db->unbuilt_since_ns, &zero, now, false,
                                             __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+                pthread_mutex_lock(&db->tier_mu);
+                db->tier_kick = true;
+                pthread_cond_signal(&db->tier_cond);
+                pthread_mutex_unlock(&db->tier_mu);
+            }
         }
         for (size_t k = 0; k < nblocks; k++)
             block_unref(blocks[k]);
@@ -1313,7 +1341,7 @@ static int retention_apply(stele_tsdb *db)
 static int tsdb_maintain_locked(stele_tsdb *db)
 {
     /* Tiers first: raw blocks are compacted and dropped only once reflected in them. */
-    int rc = tier_build_locked(db, true, NULL);
+    int rc = tier_build(db, true, NULL);
     if (rc == 0)
         rc = retention_apply(db);
     for (int rounds = 0; rc == 0 && rounds < 64; rounds++) {
@@ -1340,7 +1368,7 @@ static int tsdb_maintain_locked(stele_tsdb *db)
     if (rc == 0)
         rc = stele_io_fsync_dir(db->opts.io, db->blocks_dir);
     if (rc == 0)
-        rc = tier_maintain_locked(db);
+        rc = tier_maintain(db);
     return rc;
 }
 
@@ -1387,20 +1415,6 @@ static void *background_main(void *arg)
             if (rc)
                 fprintf(stderr, "stele: storage: flush failed: %s (will retry)\n", strerror(-rc));
         }
-        /* Tiers in bounded steps, so a flush that falls due meanwhile is not held up. */
-        for (bool built = false; rc == 0 && !built && db->ntiers;) {
-            pthread_mutex_lock(&db->maint_mu);
-            rc = tier_build_locked(db, false, &built);
-            pthread_mutex_unlock(&db->maint_mu);
-            if (rc)
-                fprintf(stderr, "stele: storage: tier build failed: %s (will retry)\n",
-                        strerror(-rc));
-            pthread_mutex_lock(&db->append_mu);
-            bool flush_due = db->active_points >= db->opts.head_max_points;
-            pthread_mutex_unlock(&db->append_mu);
-            if (flush_due || db->bg_stop)
-                break;
-        }
         if (rc == 0 && clock_mono_ns() >= next_maintain) {
             rc = stele_tsdb_maintain(db);
             if (rc)
@@ -1414,6 +1428,46 @@ static void *background_main(void *arg)
         pthread_mutex_lock(&db->bg_mu);
     }
     pthread_mutex_unlock(&db->bg_mu);
+    return NULL;
+}
+
+/* The tier builder: builds the tiers after each flush, in bounded steps, on a thread of
+ * its own at a lower priority (nice 5), so neither flushes nor ingestion wait for it. */
+static void *tier_builder_main(void *arg)
+{
+    stele_tsdb *db = arg;
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 5);
+    int64_t backoff = 0;
+    pthread_mutex_lock(&db->tier_mu);
+    while (!db->tier_stop) {
+        if (!db->tier_kick) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            int64_t wait = BACKGROUND_TICK_NS + backoff;
+            until.tv_sec += wait / NS_PER_SEC;
+            until.tv_nsec += wait % NS_PER_SEC;
+            if (until.tv_nsec >= NS_PER_SEC) {
+                until.tv_sec++;
+                until.tv_nsec -= NS_PER_SEC;
+            }
+            pthread_cond_timedwait(&db->tier_cond, &db->tier_mu, &until);
+        }
+        if (db->tier_stop)
+            break;
+        db->tier_kick = false;
+        pthread_mutex_unlock(&db->tier_mu);
+        int rc = 0;
+        for (bool done = false;
+             rc == 0 && !done && !__atomic_load_n(&db->tier_stop, __ATOMIC_RELAXED);)
+            rc = tier_build(db, false, &done);
+        if (rc)
+            fprintf(stderr, "stele: storage: tier build failed: %s (will retry)\n", strerror(-rc));
+        backoff = rc ? (backoff ? backoff * 2 : NS_PER_SEC) : 0;
+        if (backoff > BACKGROUND_MAX_BACKOFF_NS)
+            backoff = BACKGROUND_MAX_BACKOFF_NS;
+        pthread_mutex_lock(&db->tier_mu);
+    }
+    pthread_mutex_unlock(&db->tier_mu);
     return NULL;
 }
 

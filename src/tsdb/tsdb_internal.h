@@ -3,6 +3,8 @@
  *
  * Locks, in the order they may be taken:
  *   maint_mu   serializes flush, compaction and retention (one maintenance at a time)
+ *   tier_mu    serializes what changes the tiers: build steps, tier compaction and
+ *              retention, the tiers/state file (tier_store.c)
  *   append_mu  serializes log appends, ticket issue and head swaps
  *   view_mu    guards the (active, frozen, blocks) pointers readers snapshot
  *   apply_mu   orders head application by ticket
@@ -80,7 +82,12 @@ struct stele_tsdb {
     uint64_t applied_ticket;
 
     pthread_mutex_t maint_mu;
-    uint64_t next_seq;
+    uint64_t next_seq; /* atomic: flushes and tier builds take numbers concurrently */
+
+    pthread_mutex_t tier_mu;
+    pthread_cond_t tier_cond; /* kicks the tier builder (with tier_kick, under tier_mu) */
+    pthread_t tier_thread;
+    bool tier_started, tier_stop, tier_kick;
 
     pthread_mutex_t bg_mu;
     pthread_cond_t bg_cond;
@@ -137,10 +144,11 @@ int tier_store_open(stele_tsdb *db, stele_tsdb_recovery *rec, char *err, size_t 
 tier_view *tier_view_acquire(stele_tsdb *db);
 void tier_view_release(tier_view *v);
 /* Builds tiers for flushed raw blocks: one bounded step, or (all) until caught up;
- * *done (optional) tells whether anything flushed is left unbuilt. */
-int tier_build_locked(stele_tsdb *db, bool all, bool *done);
-/* Retention and compaction of tier blocks. */
-int tier_maintain_locked(stele_tsdb *db);
+ * *done (optional) tells whether anything flushed is left unbuilt. Takes tier_mu per
+ * step; never maint_mu, so flushes and compaction go on meanwhile. */
+int tier_build(stele_tsdb *db, bool all, bool *done);
+/* Retention and compaction of tier blocks (takes tier_mu). */
+int tier_maintain(stele_tsdb *db);
 /* Highest raw seq reflected in the tiers (UINT64_MAX without tiers). */
 uint64_t tier_built_through(stele_tsdb *db);
 /* Raw blocks ending before this may be dropped (see tier_store.c on why it lags). */
