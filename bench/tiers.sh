@@ -35,17 +35,19 @@
 # (e) Ingestion cost: the ingest benchmark's workload (build/bench/ingest_load gen: TRUCKS
 #     trucks, POINTS points of line protocol over HTTP with CLIENTS posters, fsync per
 #     acknowledgement) posted to `stele serve --tiers INGEST_TIERS` (raw:30d,1m:1y,1h:10y)
-#     and to `--tiers INGEST_BASE_TIERS` (raw:30d: no tiers), both with a small head
-#     (--head-max-points INGEST_HEAD_MAX, 500,000) so that flushes, and tier builds after
-#     them, happen during the run; ROUNDS (3) interleaved rounds (ABBA order against
+#     and to `--tiers INGEST_BASE_TIERS` (raw:30d: no tiers), both with the default head
+#     (--head-max-points INGEST_HEAD_MAX, 4,000,000) and POINTS (20 M) points so that
+#     several flushes, and tier builds after them, happen during the run (a much smaller
+#     head cannot keep up with ~4 M points/s with or without tiers: it fills twice over
+#     while one flush runs and writes get 503, which ingest_load does not retry); ROUNDS (3) interleaved rounds (ABBA order against
 #     drift), fresh directory each, medians (target: with tiers >= 90% of without).
 #     After each run with tiers we flush and time how long the builder needs to catch
 #     up (lag 0), so work deferred past the run is seen.
 #
 # Knobs (environment): DAYS (365), SERIES (200), INTERVAL_S (10), SEED (42), TIERS,
 # RUNS (5), RAW_RUNS (3), WARMUP (1), REL_TOL (1e-9), QUERY_MAX_S (300), GEN_1H_ONLY (0),
-# INGEST (1), TRUCKS (1000), POINTS (10000000), CLIENTS (2), BATCH_LINES (5000), ROUNDS
-# (3), INGEST_TIERS, INGEST_BASE_TIERS, INGEST_HEAD_MAX (500000), SETTLE_MAX (300 s),
+# INGEST (1), TRUCKS (1000), POINTS (20000000), CLIENTS (2), BATCH_LINES (5000), ROUNDS
+# (3), INGEST_TIERS, INGEST_BASE_TIERS, INGEST_HEAD_MAX (4000000), SETTLE_MAX (300 s),
 # GEN_TIMEOUT (3600 s), KEEP (0: keep the work directory), WORKDIR, BUILD_DIR (build),
 # BUILD (1). A quick run: DAYS=7 SERIES=20 RUNS=3 POINTS=2000000 ROUNDS=1.
 # Results: a table on stdout, bench/out/tiers.md, bench/out/tiers.jsonl.
@@ -65,13 +67,13 @@ REL_TOL=${REL_TOL:-1e-9}
 GEN_1H_ONLY=${GEN_1H_ONLY:-0}
 INGEST=${INGEST:-1}
 TRUCKS=${TRUCKS:-1000}
-POINTS=${POINTS:-10000000}
+POINTS=${POINTS:-20000000}
 CLIENTS=${CLIENTS:-2}
 BATCH_LINES=${BATCH_LINES:-5000}
 ROUNDS=${ROUNDS:-3}
 INGEST_TIERS=${INGEST_TIERS:-raw:30d,1m:1y,1h:10y}
 INGEST_BASE_TIERS=${INGEST_BASE_TIERS:-raw:30d}
-INGEST_HEAD_MAX=${INGEST_HEAD_MAX:-500000}
+INGEST_HEAD_MAX=${INGEST_HEAD_MAX:-4000000}
 KEEP=${KEEP:-0}
 BUILD=${BUILD:-1}
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}

@@ -71,6 +71,15 @@ static int64_t align_up(int64_t x, int64_t r)
     return d == x ? x : d + r;
 }
 
+/* Where raw data may be partial: the coarse bucket holding the raw expiry, and before. */
+static int64_t raw_complete_from(stele_tsdb *db, const tier_view *tv)
+{
+    int64_t e = tv->expired_before[0];
+    if (e == INT64_MIN)
+        return INT64_MIN;
+    return db->ntiers ? align_up(e, db->tier[db->ntiers - 1].resolution) : e;
+}
+
 void tier_name(int64_t resolution, char *buf, size_t cap)
 {
     stele_resolution_name(resolution, buf, cap);
@@ -538,13 +547,15 @@ static int dirty_cmp(const void *a, const void *b)
 
 /* Appends the coarsest-tier buckets touched by samples ts[0..n) of series id. */
 static int dirty_add(dirty_bucket **d, size_t *n, size_t *cap, uint64_t id, const int64_t *ts,
-                     size_t nts, int64_t coarse)
+                     size_t nts, int64_t coarse, int64_t complete_from)
 {
     int64_t last = 0;
     bool have = false;
     for (size_t i = 0; i < nts; i++) {
         int64_t s = align_down(ts[i], coarse);
-        if (have && s == last)
+        /* A bucket whose raw data retention may have thinned out is never recomputed:
+         * its tier bucket was complete, and only complete buckets may replace one. */
+        if ((have && s == last) || s < complete_from)
             continue;
         if (*n == *cap) {
             size_t c = *cap ? *cap * 2 : 1024;
@@ -587,6 +598,7 @@ static int tier_build_step(stele_tsdb *db, bool *done)
     char err[512];
     int rc = 0;
     int64_t coarse = db->tier[db->ntiers - 1].resolution;
+    int64_t complete_from = raw_complete_from(db, tv);
     uint64_t new_built = tv->built_through, points = 0;
 
     *done = true;
@@ -606,7 +618,8 @@ static int tier_build_step(stele_tsdb *db, bool *done)
             if (rc == 0)
                 rc = block_read_series(blk, e, &cache, tmp.ts, tmp.v);
             if (rc == 0)
-                rc = dirty_add(&dirty, &ndirty, &dirty_cap, e->id, tmp.ts, e->npoints, coarse);
+                rc = dirty_add(&dirty, &ndirty, &dirty_cap, e->id, tmp.ts, e->npoints, coarse,
+                               complete_from);
         }
     }
     block_cache_free(&cache);
@@ -795,6 +808,14 @@ int64_t tier_raw_drop_cutoff(stele_tsdb *db, int64_t now)
     return align_down(oldest, db->tier[db->ntiers - 1].resolution);
 }
 
+int64_t tier_replay_min_ts(stele_tsdb *db)
+{
+    tier_view *tv = tier_view_acquire(db);
+    int64_t m = raw_complete_from(db, tv);
+    tier_view_release(tv);
+    return m;
+}
+
 int64_t tier_accept_min(stele_tsdb *db, int64_t now)
 {
     int64_t min = now - db->opts.retention_ns;
@@ -810,7 +831,7 @@ int tier_record_raw_expiry(stele_tsdb *db, int64_t expired_before)
         int64_t exp[STELE_MAX_TIERS + 1];
         memcpy(exp, tv->expired_before, sizeof(exp));
         exp[0] = expired_before;
-        rc = db->ntiers ? tier_state_write(db, tv->built_through, tv->committed, exp) : 0;
+        rc = tier_state_write(db, tv->built_through, tv->committed, exp);
         tier_view *next = rc == 0 ? tier_view_copy(tv) : NULL;
         if (rc == 0 && !next)
             rc = -ENOMEM;
@@ -1088,6 +1109,9 @@ int stele_tsdb_select_buckets(stele_tsdb *db, const char *tenant, const stele_ma
         goto out;
     tsdb_view_acquire_all(db, &active, &frozen, &raw, &tv);
     block_set *tb = tv->blocks[tier - 1];
+    /* Buckets where raw data may be partial are taken from the tier as they are. */
+    int64_t complete_from = raw_complete_from(db, tv);
+    int64_t fresh_lo = complete_from > lo ? complete_from : lo;
     caches = calloc(tb->n + 1, sizeof(*caches));
     pcaches = calloc(raw->n + 1, sizeof(*pcaches));
     if (!caches || !pcaches) {
@@ -1133,9 +1157,9 @@ int stele_tsdb_select_buckets(stele_tsdb *db, const char *tenant, const stele_ma
             int64_t *hts = NULL;
             double *hv = NULL;
             size_t hn = 0;
-            rc = head_copy(head, id, lo, maxt + r - 1, false, &hts, &hv, &hn);
+            rc = head_copy(head, id, fresh_lo, maxt + r - 1, false, &hts, &hv, &hn);
             if (rc == 0)
-                rc = starts_add(&dirty, &ndirty, &dirty_cap, hts, hn, r, lo, maxt);
+                rc = starts_add(&dirty, &ndirty, &dirty_cap, hts, hn, r, fresh_lo, maxt);
             free(hts);
             free(hv);
         }
@@ -1150,7 +1174,7 @@ int stele_tsdb_select_buckets(stele_tsdb *db, const char *tenant, const stele_ma
             if (rc == 0)
                 rc = block_read_series(blk, e, &pcaches[b], st.ts, st.v);
             if (rc == 0)
-                rc = starts_add(&dirty, &ndirty, &dirty_cap, st.ts, e->npoints, r, lo, maxt);
+                rc = starts_add(&dirty, &ndirty, &dirty_cap, st.ts, e->npoints, r, fresh_lo, maxt);
         }
         if (rc)
             break;

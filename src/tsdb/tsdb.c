@@ -593,6 +593,7 @@ static int replay_record(void *ctx, uint64_t segment, uint32_t type, const uint8
     }
     if (stele_varint_get(&p, end, &npoints) || npoints > len)
         return -EBADMSG;
+    uint64_t kept = 0;
     int64_t ts = 0;
     for (uint64_t i = 0; i < npoints; i++) {
         if (stele_varint_get(&p, end, &id) || stele_varint_get(&p, end, &zz) || end - p < 8)
@@ -602,13 +603,19 @@ static int replay_record(void *ctx, uint64_t segment, uint32_t type, const uint8
         p += 8;
         if (!index_get(&db->ix, id))
             return -EBADMSG; /* a point of a series no segment or block defines */
+        /* Below the expiry a point was flushed (its block since dropped by retention:
+         * a log segment whose removal did not become durable came back) or never
+         * acknowledged; replaying it would resurrect an old value into expired data. */
+        if (ts < db->replay_min_ts)
+            continue;
         int rc = head_append(db->active, id, ts, v);
         if (rc)
             return rc;
+        kept++;
     }
     if (p != end)
         return -EBADMSG;
-    db->active_points += npoints;
+    db->active_points += kept;
     return 0;
 }
 
@@ -852,6 +859,7 @@ int stele_tsdb_open(const stele_tsdb_options *o, stele_tsdb **out, stele_tsdb_re
     rc = tier_store_open(db, &rec, err, errcap);
     if (rc)
         goto fail;
+    db->replay_min_ts = tier_replay_min_ts(db);
     stele_wal_options wo = {.io = o->io, .dir = db->wal_dir, .buffered = o->ack_buffered};
     stele_wal_replay_stats ws;
     rc = stele_wal_open(&wo, replay_record, db, &ws, &db->wal, err, errcap);

@@ -76,6 +76,7 @@ struct stele_tsdb {
     size_t ntiers;
     tier_conf tier[STELE_MAX_TIERS];
     int64_t unbuilt_since_ns; /* atomic; when the oldest unbuilt flush was published, or 0 */
+    int64_t replay_min_ts;    /* log points older than this are not replayed (expired) */
 
     pthread_mutex_t apply_mu;
     pthread_cond_t apply_cond;
@@ -153,6 +154,8 @@ int tier_maintain(stele_tsdb *db);
 uint64_t tier_built_through(stele_tsdb *db);
 /* Raw blocks ending before this may be dropped (see tier_store.c on why it lags). */
 int64_t tier_raw_drop_cutoff(stele_tsdb *db, int64_t now);
+/* The oldest timestamp a replayed log point may have: ceil(raw expiry) to R. */
+int64_t tier_replay_min_ts(stele_tsdb *db);
 /* The oldest timestamp a write may have. */
 int64_t tier_accept_min(stele_tsdb *db, int64_t now);
 /* Records durably that raw data before expired_before is gone. */

@@ -486,6 +486,18 @@ static int segment_replay(stele_wal *w, uint64_t no, bool is_last, stele_wal_rep
             rc = stele_io_fsync(f);
         if (rc)
             snprintf(err, errcap, "%s: cannot cut torn tail: %s", path, strerror(-rc));
+    } else if (is_last) {
+        /* What was just replayed may have come from the page cache of a process that
+         * died before its fsync: make it (and its name) durable before anything is
+         * written after it, or a power cut later could leave a hole in mid-log. */
+        rc = stele_io_open(w->io, path, STELE_IO_READWRITE, &f);
+        if (rc == 0)
+            rc = stele_io_fsync(f);
+        if (rc == 0)
+            rc = stele_io_fsync_dir(w->io, w->dir);
+        if (rc)
+            snprintf(err, errcap, "%s: cannot make the replayed log durable: %s", path,
+                     strerror(-rc));
     }
 out:
     stele_io_close(f);
