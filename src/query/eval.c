@@ -537,10 +537,21 @@ static int on_range_buckets(void *arg, const stele_label *labels, size_t nlabels
         return oom(q);
     sseries *out = NULL;
     int64_t offset = c->sel->selector.offset_ns;
+    /* Windows only move forward: cursors give each step its slice of buckets (the
+     * window's plus the one that may hold the sample on its right edge). */
+    size_t lo = 0, hi = 0;
     for (size_t k = 0; k < q->nsteps; k++) {
         double v;
-        if (!stele_tier_window(b, n, q->plan.resolution, step_time(q, k) - offset, c->range,
-                               bc->tier_fn, &v))
+        int64_t t = step_time(q, k) - offset;
+        while (lo < n && b[lo].start < t - c->range)
+            lo++;
+        if (hi < lo)
+            hi = lo;
+        while (hi < n && b[hi].start < t)
+            hi++;
+        size_t len = (hi < n ? hi + 1 : n) - lo;
+        if (len == 0 ||
+            !stele_tier_window(b + lo, len, q->plan.resolution, t, c->range, bc->tier_fn, &v))
             continue;
         if (!out && !(out = vec_add(q, c->out, &ls)))
             return oom(q);

@@ -137,17 +137,25 @@ int stele_format_prom_float(double v, char *buf, size_t cap)
             size_t n = 0;
             if (v < 0)
                 buf[n++] = '-';
+            /* At most 1 + 2 + 6 + 16 bytes: well within any cap callers use (≥ 400). */
             if (nd <= d) {
                 buf[n++] = '0';
                 buf[n++] = '.';
                 for (int z = 0; z < d - nd; z++)
                     buf[n++] = '0';
-                n += (size_t)snprintf(buf + n, cap - n, "%s", digits);
+                memcpy(buf + n, digits, (size_t)nd);
+                n += (size_t)nd;
             } else if (d == 0) {
-                n += (size_t)snprintf(buf + n, cap - n, "%s", digits);
+                memcpy(buf + n, digits, (size_t)nd);
+                n += (size_t)nd;
             } else {
-                n += (size_t)snprintf(buf + n, cap - n, "%.*s.%s", nd - d, digits, digits + nd - d);
+                memcpy(buf + n, digits, (size_t)(nd - d));
+                n += (size_t)(nd - d);
+                buf[n++] = '.';
+                memcpy(buf + n, digits + nd - d, (size_t)d);
+                n += (size_t)d;
             }
+            buf[n] = '\0';
             return (int)n;
         }
     }
@@ -369,11 +377,13 @@ static void sb_time(sbuf *b, int64_t ns)
 
 static void sb_value(sbuf *b, double v)
 {
-    char num[400];
-    stele_format_prom_float(v, num, sizeof(num));
-    sb_put(b, "\"", 1);
-    sb_str(b, num);
-    sb_put(b, "\"", 1);
+    sb_reserve(b, 404);
+    if (b->failed)
+        return;
+    b->data[b->len++] = '"';
+    b->len += (size_t)stele_format_prom_float(v, b->data + b->len, 400);
+    b->data[b->len++] = '"';
+    b->data[b->len] = '\0';
 }
 
 static void sb_metric(sbuf *b, const lset *ls)
