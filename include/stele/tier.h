@@ -56,6 +56,17 @@ size_t stele_buckets_build(const int64_t *ts, const double *v, size_t n, int64_t
  * (sums to rounding). acc->start is left as it is. */
 void stele_bucket_append(stele_bucket *acc, const stele_bucket *next);
 
+/* Bucket fields, to read only some (stele_tsdb_select_buckets_fields); fields not asked
+ * for are left zero. FIRST and LAST include their timestamps. */
+#define STELE_BUCKET_COUNT (1u << 0)
+#define STELE_BUCKET_SUM (1u << 1)
+#define STELE_BUCKET_MIN (1u << 2)
+#define STELE_BUCKET_MAX (1u << 3)
+#define STELE_BUCKET_FIRST (1u << 4)
+#define STELE_BUCKET_LAST (1u << 5)
+#define STELE_BUCKET_RESETS (1u << 6)
+#define STELE_BUCKET_ALL 0x7fu
+
 /* Functions answerable from buckets. */
 typedef enum {
     STELE_TIER_MIN,
@@ -74,6 +85,9 @@ typedef enum {
  * value (no sample; fewer than two for increase/rate/delta). */
 bool stele_tier_window(const stele_bucket *b, size_t n, int64_t resolution, int64_t t,
                        int64_t range, stele_tier_fn fn, double *out);
+
+/* The fields stele_tier_window needs for fn (stele_tier_instant: COUNT | FIRST | LAST). */
+unsigned stele_tier_fields(stele_tier_fn fn);
 
 /* A plain selector's value at t (t a multiple of the resolution) with Prometheus'
  * lookback window [t − lookback, t]: the sample at t, else the last sample of the latest

@@ -201,6 +201,14 @@ int stele_tsdb_select_buckets(stele_tsdb *db, const char *tenant, const stele_ma
                               size_t nmatchers, size_t tier, int64_t mint, int64_t maxt,
                               stele_buckets_fn fn, void *ctx, char *err, size_t errcap);
 
+/* As stele_tsdb_select_buckets, reading only the fields in `fields` (STELE_BUCKET_*,
+ * stele/tier.h) from tier blocks — the others may be zero; a query needs only a few of
+ * the nine columns. */
+int stele_tsdb_select_buckets_fields(stele_tsdb *db, const char *tenant,
+                                     const stele_matcher *matchers, size_t nmatchers, size_t tier,
+                                     unsigned fields, int64_t mint, int64_t maxt,
+                                     stele_buckets_fn fn, void *ctx, char *err, size_t errcap);
+
 /* As stele_tsdb_estimate for a select_buckets: *samples counts buckets. */
 int stele_tsdb_estimate_buckets(stele_tsdb *db, const char *tenant, const stele_matcher *matchers,
                                 size_t nmatchers, size_t tier, int64_t mint, int64_t maxt,

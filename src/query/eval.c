@@ -565,9 +565,12 @@ static int run_select_buckets(qctx *q, const pq_node *sel, int64_t mint, int64_t
                               stele_buckets_fn fn, bucket_ctx *bc)
 {
     char err[256] = "";
-    int rc =
-        stele_tsdb_select_buckets(q->db, q->tenant, sel->selector.matchers, sel->selector.nmatchers,
-                                  q->plan.tier, mint, maxt, fn, bc, err, sizeof(err));
+    unsigned fields = fn == on_range_buckets
+                          ? stele_tier_fields(bc->tier_fn)
+                          : STELE_BUCKET_COUNT | STELE_BUCKET_FIRST | STELE_BUCKET_LAST;
+    int rc = stele_tsdb_select_buckets_fields(q->db, q->tenant, sel->selector.matchers,
+                                              sel->selector.nmatchers, q->plan.tier, fields, mint,
+                                              maxt, fn, bc, err, sizeof(err));
     if (rc == -ECANCELED)
         return rc;
     if (rc == -EINVAL)

@@ -514,6 +514,27 @@ void block_unref(tsdb_block *b)
     free(b);
 }
 
+static int entry_file_cmp(const void *a, const void *b)
+{
+    const block_entry *x = *(const block_entry *const *)a, *y = *(const block_entry *const *)b;
+    if (x->group != y->group)
+        return x->group < y->group ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+int block_entries_in_file_order(const tsdb_block *b, const block_entry ***out)
+{
+    const block_entry **order = malloc((b->nentries + 1) * sizeof(*order));
+    if (!order)
+        return -ENOMEM;
+    for (uint64_t i = 0; i < b->nentries; i++)
+        order[i] = &b->entries[i];
+    if (b->nentries)
+        qsort(order, b->nentries, sizeof(*order), entry_file_cmp);
+    *out = order;
+    return 0;
+}
+
 const block_entry *block_find(const tsdb_block *b, uint64_t id)
 {
     uint64_t lo = 0, hi = b->nentries;
@@ -795,6 +816,19 @@ int block_read_series(const tsdb_block *b, const block_entry *e, block_cache *c,
 
 int block_read_buckets(const tsdb_block *b, const block_entry *e, block_cache *c, stele_bucket *out)
 {
+    return block_read_bucket_fields(b, e, c, out, STELE_BUCKET_ALL);
+}
+
+/* The field each column belongs to. */
+static const unsigned column_field[BLOCK_TIER_COLUMNS] = {
+    STELE_BUCKET_COUNT, STELE_BUCKET_SUM,   STELE_BUCKET_MIN,
+    STELE_BUCKET_MAX,   STELE_BUCKET_FIRST, STELE_BUCKET_LAST,
+    STELE_BUCKET_FIRST, STELE_BUCKET_LAST,  STELE_BUCKET_RESETS,
+};
+
+int block_read_bucket_fields(const tsdb_block *b, const block_entry *e, block_cache *c,
+                             stele_bucket *out, unsigned fields)
+{
     if (b->resolution <= 0)
         return -EINVAL;
     int rc = block_load_group(b, e->group, c);
@@ -821,9 +855,11 @@ int block_read_buckets(const tsdb_block *b, const block_entry *e, block_cache *c
     for (int k = 0; k < BLOCK_TIER_COLUMNS; k++) {
         uint64_t len;
         if (stele_varint_get(&v, end, &len) || len > (uint64_t)(end - v) ||
-            stele_values_decode(v, len, col, n) != 0)
+            ((fields & column_field[k]) && stele_values_decode(v, len, col, n) != 0))
             goto out;
         v += len;
+        if (!(fields & column_field[k]))
+            continue; /* its bytes are covered by the group checksum all the same */
         for (uint32_t i = 0; i < n; i++) {
             stele_bucket *o = &out[i];
             double x = col[i];
@@ -866,7 +902,8 @@ int block_read_buckets(const tsdb_block *b, const block_entry *e, block_cache *c
     }
     if (v != end)
         goto out;
-    for (uint32_t i = 0; i < n; i++)
+    unsigned all = STELE_BUCKET_COUNT | STELE_BUCKET_FIRST | STELE_BUCKET_LAST;
+    for (uint32_t i = 0; (fields & all) == all && i < n; i++)
         if (out[i].count == 1 ? out[i].first_ts != out[i].last_ts
                               : out[i].first_ts >= out[i].last_ts)
             goto out;

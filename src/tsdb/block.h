@@ -107,6 +107,10 @@ int block_open(stele_io *io, const char *path, bool verify_groups, block_key_fn 
                tsdb_block **out, char *err, size_t errcap);
 void block_ref(tsdb_block *b);
 void block_unref(tsdb_block *b);
+/* The entries in the order their data lies in the file (group, then offset): reading
+ * series in this order decompresses each group once, where id order would decompress a
+ * group per series. *out malloc'd (b->nentries pointers). */
+int block_entries_in_file_order(const tsdb_block *b, const block_entry ***out);
 /* The entry for series id, or NULL. */
 const block_entry *block_find(const tsdb_block *b, uint64_t id);
 
@@ -129,5 +133,9 @@ int block_read_series(const tsdb_block *b, const block_entry *e, block_cache *c,
  * (including buckets that break the aggregate's invariants). */
 int block_read_buckets(const tsdb_block *b, const block_entry *e, block_cache *c,
                        stele_bucket *out);
+/* As block_read_buckets, decoding only the columns of `fields` (STELE_BUCKET_*); the
+ * other fields are left zero. */
+int block_read_bucket_fields(const tsdb_block *b, const block_entry *e, block_cache *c,
+                             stele_bucket *out, unsigned fields);
 
 #endif

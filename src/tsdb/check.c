@@ -93,8 +93,14 @@ static int check_block(stele_io *io, const char *path, stele_check_fn problem, v
         problem(ctx, path, colon ? colon + 2 : err);
         return 1;
     }
+    const block_entry **in_file = NULL;
+    if (block_entries_in_file_order(b, &in_file) != 0) {
+        problem(ctx, path, "out of memory while checking");
+        block_unref(b);
+        return 1;
+    }
     for (uint64_t i = 0; i < b->nentries; i++) {
-        const block_entry *e = &b->entries[i];
+        const block_entry *e = in_file[i];
         int64_t *nts = realloc(ts, e->npoints * sizeof(*ts));
         double *nv = nts ? realloc(v, e->npoints * sizeof(*v)) : NULL;
         if (nts)
@@ -120,6 +126,7 @@ static int check_block(stele_io *io, const char *path, stele_check_fn problem, v
             problems++;
         }
     }
+    free(in_file);
     free(ts);
     free(v);
     block_cache_free(&cache);

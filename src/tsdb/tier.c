@@ -141,9 +141,12 @@ size_t stele_buckets_build(const int64_t *ts, const double *v, size_t n, int64_t
 {
     size_t nb = 0;
     stele_bucket *b = NULL;
+    int64_t end = INT64_MIN;    /* of the open bucket: a division only per bucket */
+    bool last_possible = false; /* the open bucket reaches past INT64_MAX */
     for (size_t i = 0; i < n; i++) {
-        int64_t start = bucket_start(ts[i], resolution);
-        if (!b || b->start != start) {
+        if (!b || (ts[i] >= end && !last_possible)) {
+            int64_t start = bucket_start(ts[i], resolution);
+            last_possible = __builtin_add_overflow(start, resolution, &end);
             b = &out[nb++];
             *b = (stele_bucket){
                 .start = start, .min = v[i], .max = v[i], .first = v[i], .first_ts = ts[i]};
@@ -361,4 +364,26 @@ void stele_resolution_name(int64_t ns, char *buf, size_t cap)
         }
     }
     snprintf(buf, cap, "%lldns", (long long)ns);
+}
+
+unsigned stele_tier_fields(stele_tier_fn fn)
+{
+    /* Every window may end on a sample at t: the first of the bucket starting at t. */
+    unsigned base = STELE_BUCKET_COUNT | STELE_BUCKET_FIRST;
+    switch (fn) {
+    case STELE_TIER_MIN:
+        return base | STELE_BUCKET_MIN;
+    case STELE_TIER_MAX:
+        return base | STELE_BUCKET_MAX;
+    case STELE_TIER_SUM:
+    case STELE_TIER_AVG:
+        /* min/max too: sum_over_time checks them for values near the float64 limit. */
+        return base | STELE_BUCKET_SUM | STELE_BUCKET_MIN | STELE_BUCKET_MAX;
+    case STELE_TIER_COUNT:
+        return base;
+    case STELE_TIER_LAST:
+        return base | STELE_BUCKET_LAST;
+    default:
+        return base | STELE_BUCKET_LAST | STELE_BUCKET_RESETS;
+    }
 }

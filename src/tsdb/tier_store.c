@@ -424,6 +424,7 @@ typedef struct {
     const tier_conf *tc;
     uint32_t level;
     uint64_t seq_lo, seq_hi; /* 0: a fresh sequence number per block */
+    int zstd_level;          /* builds compress fast; compaction recompresses harder */
     part_writer *pw;
     size_t n, cap;
 } part_writers;
@@ -454,7 +455,7 @@ static int part_writers_get(part_writers *p, int64_t partition, block_writer **o
                              .level = p->level,
                              .partition = partition,
                              .resolution = p->tc->resolution,
-                             .zstd_level = 5};
+                             .zstd_level = p->zstd_level};
     part_writer *w = &p->pw[p->n];
     w->partition = partition;
     int rc = block_writer_begin(&bp, &w->w);
@@ -612,8 +613,10 @@ static int tier_build_step(stele_tsdb *db, bool *done)
         }
         points += blk->npoints;
         new_built = blk->seq_hi;
-        for (uint64_t j = 0; j < blk->nentries && rc == 0; j++) {
-            const block_entry *e = &blk->entries[j];
+        const block_entry **in_file = NULL;
+        rc = block_entries_in_file_order(blk, &in_file);
+        for (uint64_t j = 0; rc == 0 && j < blk->nentries; j++) {
+            const block_entry *e = in_file[j];
             rc = sample_buf_reserve(&tmp, e->npoints);
             if (rc == 0)
                 rc = block_read_series(blk, e, &cache, tmp.ts, tmp.v);
@@ -621,6 +624,7 @@ static int tier_build_step(stele_tsdb *db, bool *done)
                 rc = dirty_add(&dirty, &ndirty, &dirty_cap, e->id, tmp.ts, e->npoints, coarse,
                                complete_from);
         }
+        free(in_file);
     }
     block_cache_free(&cache);
     if (rc || new_built == tv->built_through)
@@ -648,7 +652,7 @@ static int tier_build_step(stele_tsdb *db, bool *done)
         goto out;
     reader = true;
     for (size_t t = 0; t < db->ntiers; t++)
-        pws[t] = (part_writers){.db = db, .tc = &db->tier[t]};
+        pws[t] = (part_writers){.db = db, .tc = &db->tier[t], .zstd_level = 1};
     for (size_t k = 0; k < nids && rc == 0; k++) {
         const tsdb_series *s = order[k];
         dirty_bucket key = {.id = s->id, .start = INT64_MIN};
@@ -927,8 +931,12 @@ static int tier_compact(stele_tsdb *db, size_t t, tsdb_block **in, size_t nin)
         if (in[i]->level + 1 > level)
             level = in[i]->level + 1;
     }
-    part_writers pw = {
-        .db = db, .tc = tc, .level = level, .seq_lo = in[0]->seq_lo, .seq_hi = in[nin - 1]->seq_hi};
+    part_writers pw = {.db = db,
+                       .tc = tc,
+                       .level = level,
+                       .seq_lo = in[0]->seq_lo,
+                       .seq_hi = in[nin - 1]->seq_hi,
+                       .zstd_level = 5};
     if (rc == 0 && !(all = malloc((total + 1) * sizeof(*all))))
         rc = -ENOMEM;
     for (size_t i = 0; rc == 0 && i < nin; i++)
@@ -1076,6 +1084,15 @@ int stele_tsdb_select_buckets(stele_tsdb *db, const char *tenant, const stele_ma
                               size_t nmatchers, size_t tier, int64_t mint, int64_t maxt,
                               stele_buckets_fn fn, void *ctx, char *err, size_t errcap)
 {
+    return stele_tsdb_select_buckets_fields(db, tenant, matchers, nmatchers, tier, STELE_BUCKET_ALL,
+                                            mint, maxt, fn, ctx, err, errcap);
+}
+
+int stele_tsdb_select_buckets_fields(stele_tsdb *db, const char *tenant,
+                                     const stele_matcher *matchers, size_t nmatchers, size_t tier,
+                                     unsigned fields, int64_t mint, int64_t maxt,
+                                     stele_buckets_fn fn, void *ctx, char *err, size_t errcap)
+{
     char errbuf[256];
     uint64_t *ids = NULL;
     size_t nids = 0;
@@ -1134,7 +1151,7 @@ int stele_tsdb_select_buckets(stele_tsdb *db, const char *tenant, const stele_ma
                 continue;
             rc = bucket_buf_reserve(&tmp, e->npoints);
             if (rc == 0)
-                rc = block_read_buckets(blk, e, &caches[b], tmp.b);
+                rc = block_read_bucket_fields(blk, e, &caches[b], tmp.b, fields);
             if (rc) {
                 snprintf(err, errcap, "%s: damaged tier data for a series (%s)", blk->path,
                          strerror(-rc));

@@ -1391,6 +1391,7 @@ int stele_tsdb_maintain(stele_tsdb *db)
 static void *background_main(void *arg)
 {
     stele_tsdb *db = arg;
+    pthread_setname_np(pthread_self(), "stele-storage");
     int64_t backoff = 0, next_maintain = 0;
     pthread_mutex_lock(&db->bg_mu);
     while (!db->bg_stop) {
@@ -1444,7 +1445,8 @@ static void *background_main(void *arg)
 static void *tier_builder_main(void *arg)
 {
     stele_tsdb *db = arg;
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 5);
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+    pthread_setname_np(pthread_self(), "stele-tiers");
     int64_t backoff = 0;
     pthread_mutex_lock(&db->tier_mu);
     while (!db->tier_stop) {
