@@ -11,10 +11,10 @@
  * What has been built is one number, built_through: every raw block with seq_hi ≤ it
  * is reflected in every tier. A build step takes the flushed raw blocks above it (a
  * bounded number of points at a time, so ingestion keeps its share of the machine),
- * collects the coarsest-tier buckets their samples touch, recomputes those buckets in
- * every tier from the raw blocks, writes the tier blocks durably, then records the new
- * built_through durably in tiers/state, then publishes. A crash anywhere in between
- * repeats the step on restart.
+ * collects the finest-tier buckets their samples touch, recomputes them and the
+ * buckets holding them in every tier from all raw data of the coarsest buckets around, writes the
+ * tier blocks durably, then records the new built_through durably in tiers/state, then publishes. A
+ * crash anywhere in between repeats the step on restart.
  *
  * Queries see the rest exactly: buckets touched by the heads or by raw blocks above
  * built_through are recomputed from raw data on the fly.
@@ -535,7 +535,7 @@ static void part_writers_abort(part_writers *p)
 
 typedef struct {
     uint64_t id;
-    int64_t start; /* of a bucket of the coarsest tier */
+    int64_t start; /* of a bucket of the finest tier */
 } dirty_bucket;
 
 static int dirty_cmp(const void *a, const void *b)
@@ -546,17 +546,17 @@ static int dirty_cmp(const void *a, const void *b)
     return x->start < y->start ? -1 : x->start > y->start;
 }
 
-/* Appends the coarsest-tier buckets touched by samples ts[0..n) of series id. */
+/* Appends the finest-tier buckets touched by samples ts[0..n) of series id. */
 static int dirty_add(dirty_bucket **d, size_t *n, size_t *cap, uint64_t id, const int64_t *ts,
-                     size_t nts, int64_t coarse, int64_t complete_from)
+                     size_t nts, int64_t fine, int64_t coarse, int64_t complete_from)
 {
     int64_t last = 0;
     bool have = false;
     for (size_t i = 0; i < nts; i++) {
-        int64_t s = align_down(ts[i], coarse);
+        int64_t s = align_down(ts[i], fine);
         /* A bucket whose raw data retention may have thinned out is never recomputed:
          * its tier bucket was complete, and only complete buckets may replace one. */
-        if ((have && s == last) || s < complete_from)
+        if ((have && s == last) || align_down(ts[i], coarse) < complete_from)
             continue;
         if (*n == *cap) {
             size_t c = *cap ? *cap * 2 : 1024;
@@ -621,8 +621,8 @@ static int tier_build_step(stele_tsdb *db, bool *done)
             if (rc == 0)
                 rc = block_read_series(blk, e, &cache, tmp.ts, tmp.v);
             if (rc == 0)
-                rc = dirty_add(&dirty, &ndirty, &dirty_cap, e->id, tmp.ts, e->npoints, coarse,
-                               complete_from);
+                rc = dirty_add(&dirty, &ndirty, &dirty_cap, e->id, tmp.ts, e->npoints,
+                               db->tier[0].resolution, coarse, complete_from);
         }
         free(in_file);
     }
@@ -664,23 +664,38 @@ static int tier_build_step(stele_tsdb *db, bool *done)
             else
                 hi = mid;
         }
-        /* Runs of consecutive coarse buckets: one raw read each; a series' buckets go
-         * into each tier block at once (a block holds a series once). */
+        /* Runs of consecutive coarse buckets: one raw read each (a coarse bucket is
+         * recomputed from all its raw data); in every tier, only the buckets holding a
+         * touched finest bucket are written. A series' buckets go into each tier block
+         * at once (a block holds a series once). */
         for (size_t t = 0; t < db->ntiers; t++)
             series_buckets[t].n = 0;
         for (size_t i = lo; i < ndirty && dirty[i].id == s->id && rc == 0;) {
             size_t j = i + 1;
             while (j < ndirty && dirty[j].id == s->id &&
-                   dirty[j].start == dirty[j - 1].start + coarse)
+                   align_down(dirty[j].start, coarse) <=
+                       align_down(dirty[j - 1].start, coarse) + coarse)
                 j++;
-            int64_t from = dirty[i].start, to = dirty[j - 1].start + coarse - 1;
+            int64_t from = align_down(dirty[i].start, coarse);
+            int64_t to = align_down(dirty[j - 1].start, coarse) + coarse - 1;
             rc = raw_reader_read(&rd, s->id, from, to, err, sizeof(err));
             for (size_t t = 0; t < db->ntiers && rc == 0 && rd.acc.n; t++) {
                 bucket_buf *sb = &series_buckets[t];
+                int64_t r = db->tier[t].resolution;
                 rc = bucket_buf_reserve(sb, sb->n + rd.acc.n);
-                if (rc == 0)
-                    sb->n += stele_buckets_build(rd.acc.ts, rd.acc.v, rd.acc.n,
-                                                 db->tier[t].resolution, sb->b + sb->n);
+                if (rc)
+                    break;
+                size_t nb = stele_buckets_build(rd.acc.ts, rd.acc.v, rd.acc.n, r, sb->b + sb->n);
+                /* Keep the touched ones: both lists are in time order. */
+                size_t kept = 0, f = i;
+                for (size_t k = 0; k < nb; k++) {
+                    const stele_bucket *bk = &sb->b[sb->n + k];
+                    while (f < j && align_down(dirty[f].start, r) < bk->start)
+                        f++;
+                    if (f < j && align_down(dirty[f].start, r) == bk->start)
+                        sb->b[sb->n + kept++] = *bk;
+                }
+                sb->n += kept;
             }
             i = j;
         }

@@ -134,7 +134,12 @@ static void record_header_encode(uint8_t *h, uint32_t len, uint16_t type, const 
     put_le16(h + 4, type);
     put_le16(h + 6, 0);
     uint64_t seed = get_le64(h);
+    /* A state on the stack must be initialised before a seeded reset: the reset skips
+     * deriving the secret when the stale `seed` field already equals the new seed, and
+     * would then hash with whatever the stack held (a record checksummed wrongly, found
+     * by the crash tests as a "damaged" record in the middle of the log). */
     XXH3_state_t st;
+    XXH3_INITSTATE(&st);
     XXH3_64bits_reset_withSeed(&st, seed);
     if (l1)
         XXH3_64bits_update(&st, p1, l1);
