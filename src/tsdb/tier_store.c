@@ -424,7 +424,7 @@ typedef struct {
     const tier_conf *tc;
     uint32_t level;
     uint64_t seq_lo, seq_hi; /* 0: a fresh sequence number per block */
-    int zstd_level;          /* builds as flushes (3); compaction recompresses harder */
+    int zstd_level;          /* builds compress fast (1); compaction recompresses (5) */
     part_writer *pw;
     size_t n, cap;
 } part_writers;
@@ -652,7 +652,7 @@ static int tier_build_step(stele_tsdb *db, bool *done)
         goto out;
     reader = true;
     for (size_t t = 0; t < db->ntiers; t++)
-        pws[t] = (part_writers){.db = db, .tc = &db->tier[t], .zstd_level = 3};
+        pws[t] = (part_writers){.db = db, .tc = &db->tier[t], .zstd_level = 1};
     for (size_t k = 0; k < nids && rc == 0; k++) {
         const tsdb_series *s = order[k];
         dirty_bucket key = {.id = s->id, .start = INT64_MIN};
