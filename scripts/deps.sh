@@ -5,7 +5,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-format curl
       libsodium-dev libssl-dev libmicrohttpd-dev libjansson-dev libxxhash-dev libzstd-dev
       zlib1g-dev libcmocka-dev python3 gzip
-      prometheus) # promtool + prometheus: the differential PromQL test
+      prometheus # promtool + prometheus: the differential PromQL test
+      spin)      # checks the Promela models in tests/model
 [ "${STELE_BENCH_DEPS:-0}" = 1 ] && pkgs+=(victoria-metrics)
 missing=()
 for p in "${pkgs[@]}"; do
