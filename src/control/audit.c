@@ -46,10 +46,12 @@
 #define AUDIT_MAX_BODY (AUDIT_FIELDS * 2 + 4 * STELE_AUDIT_MAX_FIELD + STELE_AUDIT_MAX_DETAILS)
 #define AUDIT_HEAD_BYTES (48 + 64)
 #define AUDIT_PATH_MAX 4096
+/* The log is read whole when opened and verified; segmenting it is the next step. */
+#define AUDIT_MAX_LOG (1u << 30)
 
 struct stele_audit {
     stele_io *io;
-    char log_path[AUDIT_PATH_MAX], head_path[AUDIT_PATH_MAX], head_tmp[AUDIT_PATH_MAX];
+    char log_path[AUDIT_PATH_MAX], head_path[AUDIT_PATH_MAX];
     char dir[AUDIT_PATH_MAX];
     uint8_t sk[64];
     pthread_mutex_t mu;
@@ -181,24 +183,12 @@ static void scan_log(const uint8_t *data, uint64_t size, log_scan *s, stele_audi
     }
 }
 
-static int read_file(stele_io *io, const char *path, uint8_t **data, uint64_t *size)
+/* Reads a whole file; the log is read whole on open and verify (segments: later). */
+static int read_file(stele_io *io, const char *path, size_t max, uint8_t **data, uint64_t *size)
 {
-    stele_file *f;
-    *data = NULL;
-    *size = 0;
-    int rc = stele_io_open(io, path, STELE_IO_READ, &f);
-    if (rc)
-        return rc;
-    rc = stele_io_size(f, size);
-    if (rc == 0 && (*data = malloc(*size + 1)) == NULL)
-        rc = -ENOMEM;
-    if (rc == 0 && *size)
-        rc = stele_io_pread_full(f, *data, *size, 0);
-    stele_io_close(f);
-    if (rc) {
-        free(*data);
-        *data = NULL;
-    }
+    size_t n = 0;
+    int rc = stele_io_read_file(io, path, max, data, &n);
+    *size = n;
     return rc;
 }
 
@@ -208,7 +198,11 @@ static int head_read(stele_io *io, const char *path, const uint8_t pk[32], uint6
 {
     uint8_t *data;
     uint64_t size;
-    int rc = read_file(io, path, &data, &size);
+    int rc = read_file(io, path, AUDIT_HEAD_BYTES, &data, &size);
+    if (rc == -EFBIG) {
+        *why = "head damaged";
+        return -EBADMSG;
+    }
     if (rc)
         return rc;
     uint8_t msg[sizeof(AUDIT_HEAD_DOMAIN) + 48];
@@ -240,7 +234,7 @@ int stele_audit_verify(stele_io *io, const char *dir, const uint8_t public_key[3
     uint64_t size;
     int problems = 0;
     snprintf(path, sizeof(path), "%s/audit.log", dir);
-    int rc = read_file(io, path, &data, &size);
+    int rc = read_file(io, path, AUDIT_MAX_LOG, &data, &size);
     if (rc == -ENOENT) {
         data = NULL;
         size = 0;
@@ -298,22 +292,7 @@ static int head_write(stele_audit *a)
     memcpy(head + 16, a->hash, AUDIT_HASH);
     head_message(head, msg);
     crypto_sign_detached(head + 48, NULL, msg, sizeof(msg), a->sk);
-    stele_file *f;
-    int rc = stele_io_open(a->io, a->head_tmp,
-                           STELE_IO_READWRITE | STELE_IO_CREATE | STELE_IO_TRUNCATE, &f);
-    if (rc)
-        return rc;
-    rc = stele_io_pwrite(f, head, sizeof(head), 0);
-    if (rc == 0)
-        rc = stele_io_fsync(f);
-    int crc = stele_io_close(f);
-    if (rc == 0)
-        rc = crc;
-    if (rc == 0)
-        rc = stele_io_rename(a->io, a->head_tmp, a->head_path);
-    if (rc == 0)
-        rc = stele_io_fsync_dir(a->io, a->dir);
-    return rc;
+    return stele_io_write_file_atomic(a->io, a->dir, "audit.head", head, sizeof(head));
 }
 
 int stele_audit_open(stele_io *io, const char *dir, const uint8_t secret_key[64], stele_audit **out,
@@ -334,7 +313,6 @@ int stele_audit_open(stele_io *io, const char *dir, const uint8_t secret_key[64]
     snprintf(a->dir, sizeof(a->dir), "%s", dir);
     snprintf(a->log_path, sizeof(a->log_path), "%s/audit.log", dir);
     snprintf(a->head_path, sizeof(a->head_path), "%s/audit.head", dir);
-    snprintf(a->head_tmp, sizeof(a->head_tmp), "%s/audit.head.tmp", dir);
     memcpy(a->sk, secret_key, 64);
     crypto_sign_ed25519_sk_to_pk(pk, secret_key);
     pthread_mutex_init(&a->mu, NULL);
@@ -343,7 +321,7 @@ int stele_audit_open(stele_io *io, const char *dir, const uint8_t secret_key[64]
         snprintf(err, errcap, "%s: %s", dir, strerror(-rc));
         goto fail;
     }
-    rc = read_file(io, a->log_path, &data, &size);
+    rc = read_file(io, a->log_path, AUDIT_MAX_LOG, &data, &size);
     if (rc && rc != -ENOENT) {
         snprintf(err, errcap, "%s: %s", a->log_path, strerror(-rc));
         goto fail;

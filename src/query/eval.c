@@ -198,18 +198,33 @@ typedef struct {
     int rc;
 } select_ctx;
 
+/* What every selector callback does first: count the series and its points against
+ * the query's budget, then build its label set (without __name__ for functions that
+ * drop it). 0, or the error to return. */
+static int series_start(select_ctx *c, const stele_label *labels, size_t nlabels, size_t npoints,
+                        bool drop_name, lset *ls)
+{
+    qctx *q = c->q;
+    q->stats->series++;
+    q->stats->samples += npoints;
+    int rc = check_budget(q);
+    if (rc)
+        return rc;
+    if (lset_from_labels(&q->a, labels, nlabels, ls))
+        return oom(q);
+    if (drop_name && lset_drop_name(&q->a, ls, ls))
+        return oom(q);
+    return 0;
+}
+
 static int on_instant_series(void *arg, const stele_series_view *s)
 {
     select_ctx *c = arg;
     qctx *q = c->q;
-    q->stats->series++;
-    q->stats->samples += s->n;
-    int rc = check_budget(q);
+    lset ls;
+    int rc = series_start(c, s->labels, s->nlabels, s->n, false, &ls);
     if (rc)
         return rc;
-    lset ls;
-    if (lset_from_labels(&q->a, s->labels, s->nlabels, &ls))
-        return oom(q);
     sseries *out = NULL;
     int64_t offset = c->sel->selector.offset_ns;
     size_t j = 0; /* first sample after the reference time */
@@ -339,16 +354,10 @@ static int on_range_series(void *arg, const stele_series_view *s)
 {
     select_ctx *c = arg;
     qctx *q = c->q;
-    q->stats->series++;
-    q->stats->samples += s->n;
-    int rc = check_budget(q);
+    lset ls;
+    int rc = series_start(c, s->labels, s->nlabels, s->n, c->fn != PQ_FN_LAST_OVER_TIME, &ls);
     if (rc)
         return rc;
-    lset ls;
-    if (lset_from_labels(&q->a, s->labels, s->nlabels, &ls))
-        return oom(q);
-    if (c->fn != PQ_FN_LAST_OVER_TIME && lset_drop_name(&q->a, &ls, &ls))
-        return oom(q);
     sseries *out = NULL;
     int64_t offset = c->sel->selector.offset_ns;
     /* Windows only move forward with the steps: two cursors, no searching. */
@@ -437,14 +446,10 @@ static int on_instant_buckets(void *arg, const stele_label *labels, size_t nlabe
 {
     select_ctx *c = ((bucket_ctx *)arg)->c;
     qctx *q = c->q;
-    q->stats->series++;
-    q->stats->samples += n;
-    int rc = check_budget(q);
+    lset ls;
+    int rc = series_start(c, labels, nlabels, n, false, &ls);
     if (rc)
         return rc;
-    lset ls;
-    if (lset_from_labels(&q->a, labels, nlabels, &ls))
-        return oom(q);
     sseries *out = NULL;
     int64_t offset = c->sel->selector.offset_ns;
     for (size_t k = 0; k < q->nsteps; k++) {
@@ -525,16 +530,10 @@ static int on_range_buckets(void *arg, const stele_label *labels, size_t nlabels
     if ((bc->tier_fn == STELE_TIER_SUM || bc->tier_fn == STELE_TIER_AVG) &&
         buckets_near_overflow(b, n))
         return range_series_from_raw(c, labels, nlabels);
-    q->stats->series++;
-    q->stats->samples += n;
-    int rc = check_budget(q);
+    lset ls;
+    int rc = series_start(c, labels, nlabels, n, c->fn != PQ_FN_LAST_OVER_TIME, &ls);
     if (rc)
         return rc;
-    lset ls;
-    if (lset_from_labels(&q->a, labels, nlabels, &ls))
-        return oom(q);
-    if (c->fn != PQ_FN_LAST_OVER_TIME && lset_drop_name(&q->a, &ls, &ls))
-        return oom(q);
     sseries *out = NULL;
     int64_t offset = c->sel->selector.offset_ns;
     /* Windows only move forward: cursors give each step its slice of buckets (the

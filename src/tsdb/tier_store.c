@@ -134,7 +134,6 @@ static int tier_state_write(stele_tsdb *db, uint64_t built_through, uint64_t com
                             const int64_t *expired_before)
 {
     uint8_t buf[TIER_STATE_MAX];
-    char path[TSDB_PATH_MAX + 32], tmp[TSDB_PATH_MAX + 32];
     size_t n = 0;
     memcpy(buf, TIER_STATE_MAGIC, 8);
     put_le32(buf + 8, TIER_STATE_VERSION);
@@ -148,45 +147,28 @@ static int tier_state_write(stele_tsdb *db, uint64_t built_through, uint64_t com
         put_le64(buf + n, (uint64_t)db->tier[t].resolution);
     put_le64(buf + n, XXH3_64bits(buf, n));
     n += 8;
-    snprintf(path, sizeof(path), "%s/state", db->tiers_dir);
-    snprintf(tmp, sizeof(tmp), "%s/state.tmp", db->tiers_dir);
-    stele_file *f = NULL;
-    int rc = stele_io_open(db->opts.io, tmp,
-                           STELE_IO_READWRITE | STELE_IO_CREATE | STELE_IO_TRUNCATE, &f);
-    if (rc)
-        return rc;
-    rc = stele_io_pwrite(f, buf, n, 0);
-    if (rc == 0)
-        rc = stele_io_fsync(f);
-    int crc = stele_io_close(f);
-    if (rc == 0)
-        rc = crc;
-    if (rc == 0)
-        rc = stele_io_rename(db->opts.io, tmp, path);
-    if (rc == 0)
-        rc = stele_io_fsync_dir(db->opts.io, db->tiers_dir);
-    if (rc)
-        stele_io_unlink(db->opts.io, tmp);
-    return rc;
+    return stele_io_write_file_atomic(db->opts.io, db->tiers_dir, "state", buf, n);
 }
+
+static int tier_state_decode(const uint8_t *buf, size_t size, tier_state *st, const char **why);
 
 int tier_state_load(stele_io *io, const char *path, tier_state *st, const char **why)
 {
-    uint8_t buf[TIER_STATE_MAX + 1];
-    stele_file *f = NULL;
-    uint64_t size = 0;
+    uint8_t *buf = NULL;
+    size_t size = 0;
     *why = "unreadable";
-    int rc = stele_io_open(io, path, STELE_IO_READ, &f);
-    if (rc)
-        return rc;
-    rc = stele_io_size(f, &size);
-    if (rc == 0 && (size < TIER_STATE_FIXED + 16 || size > TIER_STATE_MAX))
+    int rc = stele_io_read_file(io, path, TIER_STATE_MAX, &buf, &size);
+    if (rc == -EFBIG || (rc == 0 && size < TIER_STATE_FIXED + 16))
         rc = -EBADMSG, *why = "size out of range";
     if (rc == 0)
-        rc = stele_io_pread_full(f, buf, size, 0);
-    stele_io_close(f);
-    if (rc)
-        return rc;
+        rc = tier_state_decode(buf, size, st, why);
+    free(buf);
+    return rc;
+}
+
+/* Validates and decodes a state file's bytes. */
+static int tier_state_decode(const uint8_t *buf, size_t size, tier_state *st, const char **why)
+{
     uint32_t n = get_le32(buf + 12);
     size_t expect = TIER_STATE_FIXED + 8 * ((size_t)n + 1) + 8 * (size_t)n + 8;
     if (memcmp(buf, TIER_STATE_MAGIC, 8) != 0)

@@ -1388,6 +1388,30 @@ int stele_tsdb_maintain(stele_tsdb *db)
     return rc;
 }
 
+/* Waits on cond (mu held) for at most ns. */
+static void cond_wait_ns(pthread_cond_t *cond, pthread_mutex_t *mu, int64_t ns)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ns / NS_PER_SEC;
+    until.tv_nsec += ns % NS_PER_SEC;
+    if (until.tv_nsec >= NS_PER_SEC) {
+        until.tv_sec++;
+        until.tv_nsec -= NS_PER_SEC;
+    }
+    pthread_cond_timedwait(cond, mu, &until);
+}
+
+/* The delay before retrying background work: doubling after each failure, capped; none
+ * after a success. */
+static int64_t next_backoff(int64_t backoff, int rc)
+{
+    if (rc == 0)
+        return 0;
+    backoff = backoff ? backoff * 2 : NS_PER_SEC;
+    return backoff > BACKGROUND_MAX_BACKOFF_NS ? BACKGROUND_MAX_BACKOFF_NS : backoff;
+}
+
 static void *background_main(void *arg)
 {
     stele_tsdb *db = arg;
@@ -1396,16 +1420,7 @@ static void *background_main(void *arg)
     pthread_mutex_lock(&db->bg_mu);
     while (!db->bg_stop) {
         if (!db->bg_kick) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            int64_t wait = BACKGROUND_TICK_NS + backoff;
-            until.tv_sec += wait / NS_PER_SEC;
-            until.tv_nsec += wait % NS_PER_SEC;
-            if (until.tv_nsec >= NS_PER_SEC) {
-                until.tv_sec++;
-                until.tv_nsec -= NS_PER_SEC;
-            }
-            pthread_cond_timedwait(&db->bg_cond, &db->bg_mu, &until);
+            cond_wait_ns(&db->bg_cond, &db->bg_mu, BACKGROUND_TICK_NS + backoff);
         }
         if (db->bg_stop)
             break;
@@ -1431,9 +1446,7 @@ static void *background_main(void *arg)
                         strerror(-rc));
             next_maintain = clock_mono_ns() + 10 * NS_PER_SEC;
         }
-        backoff = rc ? (backoff ? backoff * 2 : NS_PER_SEC) : 0;
-        if (backoff > BACKGROUND_MAX_BACKOFF_NS)
-            backoff = BACKGROUND_MAX_BACKOFF_NS;
+        backoff = next_backoff(backoff, rc);
         pthread_mutex_lock(&db->bg_mu);
     }
     pthread_mutex_unlock(&db->bg_mu);
@@ -1451,16 +1464,7 @@ static void *tier_builder_main(void *arg)
     pthread_mutex_lock(&db->tier_mu);
     while (!db->tier_stop) {
         if (!db->tier_kick) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            int64_t wait = BACKGROUND_TICK_NS + backoff;
-            until.tv_sec += wait / NS_PER_SEC;
-            until.tv_nsec += wait % NS_PER_SEC;
-            if (until.tv_nsec >= NS_PER_SEC) {
-                until.tv_sec++;
-                until.tv_nsec -= NS_PER_SEC;
-            }
-            pthread_cond_timedwait(&db->tier_cond, &db->tier_mu, &until);
+            cond_wait_ns(&db->tier_cond, &db->tier_mu, BACKGROUND_TICK_NS + backoff);
         }
         if (db->tier_stop)
             break;
@@ -1472,9 +1476,7 @@ static void *tier_builder_main(void *arg)
             rc = tier_build(db, false, &done);
         if (rc)
             fprintf(stderr, "stele: storage: tier build failed: %s (will retry)\n", strerror(-rc));
-        backoff = rc ? (backoff ? backoff * 2 : NS_PER_SEC) : 0;
-        if (backoff > BACKGROUND_MAX_BACKOFF_NS)
-            backoff = BACKGROUND_MAX_BACKOFF_NS;
+        backoff = next_backoff(backoff, rc);
         pthread_mutex_lock(&db->tier_mu);
     }
     pthread_mutex_unlock(&db->tier_mu);
