@@ -33,17 +33,23 @@ static int64_t fake_now(void *ctx)
 
 static int64_t clock_now = T0 + 20 * HOUR;
 
+/* The options of every store in these tests: default tiers, the fake clock. */
+static void store_options(stele_io *io, const char *dir, stele_tsdb_options *o)
+{
+    stele_tsdb_options_default(o);
+    o->dir = dir;
+    o->io = io;
+    o->background = false;
+    o->now_ns = fake_now;
+    o->now_ctx = &clock_now;
+}
+
 /* Writes 6 h of 10 s samples of two series (values from `seed`), flushes, builds;
  * `rounds` times, each round later in time. */
 static void make_store_rounds(stele_io *io, const char *dir, unsigned seed, int rounds)
 {
     stele_tsdb_options o;
-    stele_tsdb_options_default(&o);
-    o.dir = dir;
-    o.io = io;
-    o.background = false;
-    o.now_ns = fake_now;
-    o.now_ctx = &clock_now;
+    store_options(io, dir, &o);
     stele_tsdb *db;
     char err[256];
     assert_int_equal(stele_tsdb_open(&o, &db, NULL, err, sizeof(err)), 0);
@@ -183,12 +189,7 @@ static void test_damaged_tier_block_is_reported(void **state)
     assert_non_null(strstr(r.last, "tiers/1m"));
     /* The server refuses to start on it, naming the file. */
     stele_tsdb_options o;
-    stele_tsdb_options_default(&o);
-    o.dir = "a";
-    o.io = io;
-    o.background = false;
-    o.now_ns = fake_now;
-    o.now_ctx = &clock_now;
+    store_options(io, "a", &o);
     stele_tsdb *db = NULL;
     char err[512] = "";
     assert_int_not_equal(stele_tsdb_open(&o, &db, NULL, err, sizeof(err)), 0);
@@ -215,12 +216,7 @@ static void test_uncommitted_tier_block_is_noted_and_removed(void **state)
     assert_int_equal(run_check(io, "a", &r), 0);
     assert_true(r.notes >= 1);
     stele_tsdb_options o;
-    stele_tsdb_options_default(&o);
-    o.dir = "a";
-    o.io = io;
-    o.background = false;
-    o.now_ns = fake_now;
-    o.now_ctx = &clock_now;
+    store_options(io, "a", &o);
     stele_tsdb *db = NULL;
     char err[512] = "";
     assert_int_equal(stele_tsdb_open(&o, &db, NULL, err, sizeof(err)), 0);
