@@ -36,8 +36,11 @@ static void record_hash(const uint8_t *rec, uint8_t out[16])
 static int record_load(const stele_counter_storage *st, int slot, uint64_t *gen, uint64_t *until)
 {
     uint8_t rec[STELE_COUNTER_RECORD_BYTES], h[16];
-    if (st->read(st->ctx, slot, rec, sizeof(rec)) != 0)
-        return -ENOENT;
+    int rc = st->read(st->ctx, slot, rec, sizeof(rec));
+    if (rc == -ENOENT || rc == -EBADMSG)
+        return rc; /* empty, or torn/damaged: both judged below */
+    if (rc)
+        return rc < 0 ? rc : -EIO; /* unreadable is not empty: counters could repeat */
     record_hash(rec, h);
     if (memcmp(rec, COUNTER_MAGIC, 4) != 0 || get_le32(rec + 4) != COUNTER_VERSION ||
         sodium_memcmp(h, rec + 24, 16) != 0)
@@ -78,6 +81,8 @@ int stele_counter_open(stele_counter *c, const stele_counter_storage *storage, u
         uint64_t gen, until;
         int rc = record_load(storage, s, &gen, &until);
         damaged = damaged || rc == -EBADMSG;
+        if (rc && rc != -ENOENT && rc != -EBADMSG)
+            return rc;
         if (rc)
             continue;
         if (c->slot < 0 || gen > c->generation) {

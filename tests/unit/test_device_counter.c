@@ -156,6 +156,22 @@ static int empty_read(void *ctx, int slot, uint8_t *buf, size_t len)
     return -ENOENT;
 }
 
+static int eio_read(void *ctx, int slot, uint8_t *buf, size_t len)
+{
+    (void)ctx, (void)buf, (void)len;
+    return slot == 1 ? -EIO : -ENOENT;
+}
+
+/* A slot that cannot be read is not an empty slot: it may hold the newest reservation,
+ * and starting below it would repeat counters. */
+static void test_unreadable_slot_fails_the_open(void **state)
+{
+    (void)state;
+    stele_counter_storage st = {.read = eio_read, .write = fail_write};
+    stele_counter c;
+    assert_int_equal(stele_counter_open(&c, &st, 16), -EIO);
+}
+
 static void test_nothing_handed_out_without_a_durable_reservation(void **state)
 {
     (void)state;
@@ -192,6 +208,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_never_repeats_across_power_loss),
         cmocka_unit_test(test_nothing_handed_out_without_a_durable_reservation),
+        cmocka_unit_test(test_unreadable_slot_fails_the_open),
         cmocka_unit_test(test_damaged_store_fails_closed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
