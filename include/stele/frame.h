@@ -68,6 +68,13 @@ typedef struct {
  * *why naming the first problem. */
 int stele_frame_parse(const uint8_t *buf, size_t len, stele_frame *out, const char **why);
 
+/* Finds where the frame starting at buf[0] ends in a body of frames back to back, by
+ * walking its length fields only (no validation beyond them, no cryptography): 0 and
+ * *frame_len, or -EMSGSIZE when it would exceed STELE_FRAME_MAX_BYTES, -EBADMSG when buf
+ * does not start with a frame of this version or ends before the frame does. Reads at
+ * most STELE_FRAME_MAX_BYTES bytes. */
+int stele_frame_span(const uint8_t *buf, size_t len, size_t *frame_len);
+
 /* Iterates the points of a parsed frame: *cursor starts at 0; returns true and fills *p
  * while there are points. */
 bool stele_frame_next_point(const stele_frame *f, size_t *cursor, stele_frame_point *p);

@@ -57,6 +57,27 @@ typedef struct {
     /* Clock for retention and skew checks; NULL = the real wall clock. */
     int64_t (*now_ns)(void *ctx);
     void *now_ctx;
+    /* Log hooks, for state that must become durable together with the points of a write
+     * (the anti-replay windows of sealed frames: stele/sealed.h). The engine does not
+     * interpret attachments (stele_batch_set_attachment); it stores each in the same log
+     * record as its batch's points and calls:
+     *   log_apply for every record carrying one — while stele_tsdb_open replays the log,
+     *     in log order (also when the record's points are older than the replay expiry),
+     *     and in stele_tsdb_write once the record is durable, in log order, before the
+     *     write counts as applied (so a flush that waits for it knows every attachment of
+     *     the segments it deletes was applied). Non-zero fails the open, or marks the
+     *     engine failed (as a log error does) and fails the write.
+     *   log_checkpoint in every flush after the head is durable in blocks and before the
+     *     log segments it came from are deleted: it must make durable whatever the
+     *     attachments applied so far produced. Non-zero keeps the segments and fails the
+     *     flush with that error.
+     * Both may be NULL; without log_checkpoint, once a record with an attachment was
+     * replayed or written, flushes keep every log segment (nothing would save the
+     * attachments' state). With --ack=buffered, log_apply runs before the record is
+     * fsync'd, so a checkpoint may hold the effect of a record a power cut then loses. */
+    int (*log_apply)(void *ctx, const uint8_t *attachment, size_t len);
+    int (*log_checkpoint)(void *ctx);
+    void *log_hooks_ctx;
 } stele_tsdb_options;
 
 /* Fills in the defaults documented above (dir and io stay NULL). */
@@ -109,6 +130,12 @@ void stele_batch_reset(stele_batch *b);
 int stele_batch_add(stele_batch *b, const char *tenant, const stele_label *labels, size_t nlabels,
                     int64_t ts, double value);
 size_t stele_batch_points(const stele_batch *b);
+/* Attaches opaque bytes (copied; at most STELE_BATCH_MAX_ATTACHMENT) to the batch: they
+ * are written in the same log record as its points and handed to the store's log_apply
+ * hook (see stele_tsdb_options). A batch with an attachment is written even when it has
+ * no points. Reset removes it. -EMSGSIZE over the limit, -ENOMEM. */
+#define STELE_BATCH_MAX_ATTACHMENT (16u << 20)
+int stele_batch_set_attachment(stele_batch *b, const void *data, size_t len);
 
 /* Writes the batch atomically. 0 once durable (or appended, with ack_buffered);
  * -EIO (or the log's errno) when the log failed — the engine then refuses writes

@@ -214,6 +214,47 @@ int stele_frame_parse(const uint8_t *buf, size_t len, stele_frame *out, const ch
     return 0;
 }
 
+int stele_frame_span(const uint8_t *buf, size_t len, size_t *frame_len)
+{
+    /* Past the limit nothing more is looked at: an oversized frame is refused whole. */
+    size_t avail = len < STELE_FRAME_MAX_BYTES ? len : STELE_FRAME_MAX_BYTES;
+    size_t at = FRAME_HEADER_FIXED;
+    if (avail < at || buf[0] != FRAME_MAGIC0 || buf[1] != FRAME_MAGIC1 ||
+        buf[2] != STELE_FRAME_VERSION)
+        return -EBADMSG;
+    at += (size_t)buf[4] + 14; /* device id, key id, counter, point count */
+    if (at > avail)
+        return len > avail ? -EMSGSIZE : -EBADMSG;
+    uint16_t npoints = get_le16(buf + at - 2);
+    if (npoints == 0 || npoints > STELE_FRAME_MAX_POINTS)
+        return -EBADMSG;
+    for (uint16_t i = 0; i < npoints; i++) {
+        /* Each step reads one length byte at `at` (checked) and moves past what it
+         * says; `at` never exceeds avail + 256 + 16, so nothing overflows. */
+        if (at >= avail)
+            goto short_frame;
+        at += 1 + (size_t)buf[at]; /* metric */
+        if (at >= avail)
+            goto short_frame;
+        size_t k = buf[at++];
+        if (k > STELE_FRAME_MAX_LABELS)
+            return -EBADMSG;
+        for (size_t j = 0; j < 2 * k; j++) { /* names and values */
+            if (at >= avail)
+                goto short_frame;
+            at += 1 + (size_t)buf[at];
+        }
+        at += 16; /* timestamp, value */
+    }
+    at += STELE_FRAME_SIGNATURE_BYTES;
+    if (at > avail)
+        goto short_frame;
+    *frame_len = at;
+    return 0;
+short_frame:
+    return len > avail ? -EMSGSIZE : -EBADMSG;
+}
+
 bool stele_frame_next_point(const stele_frame *f, size_t *cursor, stele_frame_point *p)
 {
     if (*cursor >= f->points_len)

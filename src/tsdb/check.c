@@ -1,6 +1,9 @@
 /*
  * check.c — offline verification of a data directory (`stele check`): every log
- * segment record by record, every block file down to each decoded series. It opens
+ * segment record by record (checksums by the log's own checker, then each record's
+ * payload decoded by its type: a write, or a write with an attachment — the tsdb's
+ * record types of tsdb.c; an attachment is opaque here, only its length is checked),
+ * every block file down to each decoded series. It opens
  * files read-only and changes nothing, so it is safe on a directory a server is using
  * (it may then report a torn tail that is merely being written).
  *
@@ -18,7 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
+#include "common/bytes.h"
 #include "stele/tsdb.h"
+#include "stele/varint.h"
 #include "stele/wal.h"
 #include "tsdb/block.h"
 #include "tsdb/series_key.h"
@@ -77,6 +84,68 @@ static int check_key(void *ctx, uint64_t id, const uint8_t *key, size_t len)
     size_t tl, nl;
     stele_label labels[STELE_MAX_LABELS];
     return series_key_decode(key, len, &t, &tl, labels, &nl) ? -EBADMSG : 0;
+}
+
+/* The payload of a write record (either type): definitions whose keys decode, then
+ * points that are whole. NULL if it decodes, else what is wrong. */
+static const char *check_write_payload(uint32_t type, const uint8_t *payload, size_t len)
+{
+    tsdb_record r;
+    uint64_t ndefs, npoints, id, klen, zz;
+    if (tsdb_record_split(type, payload, len, &r))
+        return type == TSDB_RECORD_WRITE || type == TSDB_RECORD_WRITE_ATTACHED
+                   ? "attachment longer than its record"
+                   : "unknown record type";
+    const uint8_t *p = r.body, *end = r.body + r.body_len;
+    if (stele_varint_get(&p, end, &ndefs))
+        return "truncated definition count";
+    for (uint64_t i = 0; i < ndefs; i++) {
+        if (stele_varint_get(&p, end, &id) || stele_varint_get(&p, end, &klen) ||
+            klen > (uint64_t)(end - p))
+            return "truncated series definition";
+        if (check_key(NULL, id, p, klen))
+            return "series key does not decode";
+        p += klen;
+    }
+    if (stele_varint_get(&p, end, &npoints) || npoints > len)
+        return "bad point count";
+    for (uint64_t i = 0; i < npoints; i++) {
+        if (stele_varint_get(&p, end, &id) || stele_varint_get(&p, end, &zz) || end - p < 8)
+            return "truncated point";
+        p += 8;
+    }
+    return p == end ? NULL : "bytes after the last point";
+}
+
+/* Decodes the payload of every intact record of a segment. The walk stops at the first
+ * record whose frame or checksum fails: stele_wal_check_segment judges that one (torn
+ * tail or damage). Record framing: docs/format/wal.md. */
+static int check_wal_payloads(stele_io *io, const char *path, stele_check_fn problem, void *ctx)
+{
+    uint8_t *data = NULL;
+    size_t size = 0;
+    char msg[512];
+    int problems = 0;
+    int rc = stele_io_read_file(io, path, (size_t)8 << 30, &data, &size);
+    if (rc)
+        return 0; /* reported by the segment check */
+    for (size_t off = 32; off < size && size - off >= 16 && problems < 20;) {
+        const uint8_t *h = data + off;
+        uint32_t len = get_le32(h);
+        if (len == 0 || size - off - 16 < len ||
+            XXH3_64bits_withSeed(h + 16, len, get_le64(h)) != get_le64(h + 8))
+            break;
+        const char *why = check_write_payload(get_le16(h + 4), h + 16, len);
+        if (why) {
+            snprintf(msg, sizeof(msg), "record at offset %zu (type %u): %s", off,
+                     (unsigned)get_le16(h + 4), why);
+            problem(ctx, path, msg);
+            problems++;
+        }
+        off += 16 + (size_t)len;
+    }
+    free(data);
+    return problems;
 }
 
 static int check_block(stele_io *io, const char *path, stele_check_fn problem, void *ctx)
@@ -434,7 +503,7 @@ int stele_tsdb_check(stele_io *io, const char *dir, stele_check_fn problem, stel
                 problem(ctx, path, strerror(-n));
                 problems++;
             } else {
-                problems += n;
+                problems += n + check_wal_payloads(io, path, problem, ctx);
             }
         }
     }

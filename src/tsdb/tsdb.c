@@ -9,12 +9,24 @@
  * in ticket order (the log's order), so that "the later write wins" means the same in
  * memory as on replay. Only then does it return success to be acknowledged.
  *
- * LOG RECORD (type TSDB_RECORD_WRITE), one per request:
+ * LOG RECORD (type TSDB_RECORD_WRITE = 1), one per request:
  *   varint ndefs, per def: varint series id, varint key length, key
  *   varint npoints, per point: varint series id, zigzag varint (ts − previous ts, the
  *     first against 0), 8-byte float64
  * Every segment defines each series it uses before its first use, so any suffix of
  * segments replays on its own: deleting segments after a flush never orphans an id.
+ * A batch with an attachment (stele_batch_set_attachment) is written as type
+ * TSDB_RECORD_WRITE_ATTACHED = 2: varint attachment length, the attachment, then the
+ * payload of type 1 (npoints may be 0). One record holds both, so the state the
+ * attachment stands for (anti-replay counters) is durable exactly when the points are.
+ *
+ * LOG HOOKS. An attachment is applied (options.log_apply) once its record is durable,
+ * in ticket order inside the apply section, before applied_ticket passes it; on replay,
+ * in log order. A flush waits for applied_ticket to cover the frozen head, so when it
+ * calls options.log_checkpoint (after the blocks are published, before the segments are
+ * deleted) every attachment of those segments was applied and is in the checkpoint;
+ * attachments of later records may be too, which replaying them again must tolerate
+ * (the hook's state must be idempotent under re-application).
  *
  * FLUSH swaps in a new head and a new log segment under append_mu; waits until every
  * write issued before the swap is applied; writes the frozen head as one block per time
@@ -224,8 +236,13 @@ struct stele_batch {
     int64_t min_ts, max_ts;
     uint8_t *samples;
     size_t samples_len, samples_cap;
+    /* defs[0..defs_front): varint attachment length + attachment (type 2 records), so
+     * the two-part log append puts the attachment in front of the definitions. */
     uint8_t *defs;
-    size_t defs_len, defs_cap;
+    size_t defs_len, defs_cap, defs_front;
+    uint8_t *attachment; /* owned copy, or NULL */
+    size_t attachment_len, attachment_cap;
+    bool attached;
     uint8_t key_tmp[STELE_MAX_SERIES_KEY];
 };
 
@@ -250,6 +267,7 @@ void stele_batch_destroy(stele_batch *b)
     free(b->points);
     free(b->samples);
     free(b->defs);
+    free(b->attachment);
     free(b);
 }
 
@@ -262,11 +280,28 @@ void stele_batch_reset(stele_batch *b)
     b->last_key = 0;
     b->min_ts = INT64_MAX;
     b->max_ts = INT64_MIN;
+    b->attached = false;
+    b->attachment_len = 0;
 }
 
 size_t stele_batch_points(const stele_batch *b)
 {
     return b->npoints;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem);
+
+int stele_batch_set_attachment(stele_batch *b, const void *data, size_t len)
+{
+    if (len > STELE_BATCH_MAX_ATTACHMENT)
+        return -EMSGSIZE;
+    if (grow((void **)&b->attachment, &b->attachment_cap, len + 1, 1))
+        return -ENOMEM;
+    if (len)
+        memcpy(b->attachment, data, len);
+    b->attachment_len = len;
+    b->attached = true;
+    return 0;
 }
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -365,16 +400,33 @@ static int batch_encode_samples(stele_batch *b)
     return 0;
 }
 
-/* Encodes definitions of the series this segment has not defined yet (append_mu). */
+/* Encodes the attachment prefix of a type 2 record into defs[0..defs_front) (outside any
+ * lock; the definitions go after it under append_mu). */
+static int batch_encode_attachment(stele_batch *b)
+{
+    b->defs_front = 0;
+    if (!b->attached)
+        return 0;
+    if (grow((void **)&b->defs, &b->defs_cap, STELE_VARINT_MAX + b->attachment_len, 1))
+        return -ENOMEM;
+    size_t n = stele_varint_put(b->defs, b->attachment_len);
+    memcpy(b->defs + n, b->attachment, b->attachment_len);
+    b->defs_front = n + b->attachment_len;
+    return 0;
+}
+
+/* Encodes definitions of the series this segment has not defined yet (append_mu), after
+ * the attachment prefix. */
 static int batch_encode_defs(stele_batch *b, uint64_t segment)
 {
-    size_t need = STELE_VARINT_MAX;
+    size_t need = b->defs_front + STELE_VARINT_MAX;
     for (uint32_t i = 0; i < b->nkeys; i++)
         if (b->keys[i].series->wal_def_segment != segment)
             need += 2 * STELE_VARINT_MAX + b->keys[i].len;
     if (grow((void **)&b->defs, &b->defs_cap, need, 1))
         return -ENOMEM;
-    uint8_t *p = b->defs + STELE_VARINT_MAX;
+    uint8_t *base = b->defs + b->defs_front;
+    uint8_t *p = base + STELE_VARINT_MAX;
     uint64_t ndefs = 0;
     for (uint32_t i = 0; i < b->nkeys; i++) {
         tsdb_series *s = b->keys[i].series;
@@ -389,10 +441,10 @@ static int batch_encode_defs(stele_batch *b, uint64_t segment)
     /* Put the count right before the definitions. */
     uint8_t count[STELE_VARINT_MAX];
     size_t cl = stele_varint_put(count, ndefs);
-    uint8_t *start = b->defs + STELE_VARINT_MAX - cl;
+    uint8_t *start = base + STELE_VARINT_MAX - cl;
     memcpy(start, count, cl);
-    memmove(b->defs, start, (size_t)(p - start));
-    b->defs_len = (size_t)(p - start);
+    memmove(base, start, (size_t)(p - start));
+    b->defs_len = b->defs_front + (size_t)(p - start);
     return 0;
 }
 
@@ -485,11 +537,11 @@ int stele_tsdb_write_quota(stele_tsdb *db, stele_batch *b, uint64_t max_tenant_s
     int rc = stele_tsdb_health(db);
     if (rc)
         return rc;
-    if (b->npoints == 0)
+    if (b->npoints == 0 && !b->attached)
         return 0;
     int64_t min_ts, max_ts;
     stele_tsdb_time_bounds(db, &min_ts, &max_ts);
-    if (b->min_ts < min_ts || b->max_ts > max_ts)
+    if (b->npoints && (b->min_ts < min_ts || b->max_ts > max_ts))
         return -ERANGE;
     if (max_tenant_series && (rc = batch_check_series_quota(db, b, max_tenant_series)) != 0)
         return rc;
@@ -500,6 +552,8 @@ int stele_tsdb_write_quota(stele_tsdb *db, stele_batch *b, uint64_t max_tenant_s
             return rc;
     }
     rc = batch_encode_samples(b);
+    if (rc == 0)
+        rc = batch_encode_attachment(b);
     if (rc)
         return rc;
 
@@ -518,8 +572,8 @@ int stele_tsdb_write_quota(stele_tsdb *db, stele_batch *b, uint64_t max_tenant_s
     uint64_t segment = stele_wal_segment(db->wal);
     rc = batch_encode_defs(b, segment);
     if (rc == 0)
-        rc = stele_wal_append(db->wal, TSDB_RECORD_WRITE, b->defs, b->defs_len, b->samples,
-                              b->samples_len, &lsn);
+        rc = stele_wal_append(db->wal, b->attached ? TSDB_RECORD_WRITE_ATTACHED : TSDB_RECORD_WRITE,
+                              b->defs, b->defs_len, b->samples, b->samples_len, &lsn);
     if (rc) {
         pthread_mutex_unlock(&db->append_mu);
         if (rc != -ENOMEM && rc != -EMSGSIZE)
@@ -543,6 +597,11 @@ int stele_tsdb_write_quota(stele_tsdb *db, stele_batch *b, uint64_t max_tenant_s
     while (db->applied_ticket != ticket - 1)
         pthread_cond_wait(&db->apply_cond, &db->apply_mu);
     pthread_mutex_unlock(&db->apply_mu);
+    if (rc == 0 && b->attached) {
+        __atomic_store_n(&db->saw_attachment, true, __ATOMIC_RELAXED);
+        if (db->opts.log_apply)
+            rc = db->opts.log_apply(db->opts.log_hooks_ctx, b->attachment, b->attachment_len);
+    }
     if (rc == 0) {
         pthread_rwlock_wrlock(&head->lock);
         for (size_t i = 0; i < b->npoints && rc == 0; i++) {
@@ -571,15 +630,36 @@ int stele_tsdb_write_quota(stele_tsdb *db, stele_batch *b, uint64_t max_tenant_s
 
 /* ---- recovery ------------------------------------------------------------------ */
 
+int tsdb_record_split(uint32_t type, const uint8_t *payload, size_t len, tsdb_record *out)
+{
+    const uint8_t *p = payload, *end = payload + len;
+    uint64_t alen = 0;
+    memset(out, 0, sizeof(*out));
+    if (type != TSDB_RECORD_WRITE && type != TSDB_RECORD_WRITE_ATTACHED)
+        return -EBADMSG;
+    if (type == TSDB_RECORD_WRITE_ATTACHED) {
+        if (stele_varint_get(&p, end, &alen) || alen > (uint64_t)(end - p))
+            return -EBADMSG;
+        out->attached = true;
+        out->attachment = p;
+        out->attachment_len = (size_t)alen;
+        p += alen;
+    }
+    out->body = p;
+    out->body_len = (size_t)(end - p);
+    return 0;
+}
+
 static int replay_record(void *ctx, uint64_t segment, uint32_t type, const uint8_t *payload,
                          size_t len)
 {
     stele_tsdb *db = ctx;
-    const uint8_t *p = payload, *end = payload + len;
+    tsdb_record r;
     uint64_t ndefs, npoints, id, klen, zz;
     (void)segment;
-    if (type != TSDB_RECORD_WRITE)
+    if (tsdb_record_split(type, payload, len, &r))
         return -EBADMSG;
+    const uint8_t *p = r.body, *end = r.body + r.body_len;
     if (stele_varint_get(&p, end, &ndefs))
         return -EBADMSG;
     for (uint64_t i = 0; i < ndefs; i++) {
@@ -616,6 +696,12 @@ static int replay_record(void *ctx, uint64_t segment, uint32_t type, const uint8
     if (p != end)
         return -EBADMSG;
     db->active_points += kept;
+    /* Applied even when every point was below the expiry: the attachment's state (a
+     * frame's counter) outlives its points. */
+    if (r.attached)
+        db->saw_attachment = true;
+    if (r.attached && db->opts.log_apply)
+        return db->opts.log_apply(db->opts.log_hooks_ctx, r.attachment, r.attachment_len);
     return 0;
 }
 
@@ -1138,10 +1224,20 @@ static int tsdb_flush_locked(stele_tsdb *db)
         free(blocks);
     }
     head_unref(frozen);
-    if (rc == 0) {
+    if (rc == 0)
         __atomic_add_fetch(&db->flushes, 1, __ATOMIC_RELAXED);
-        rc = stele_wal_remove_before(db->wal, segment);
+    if (rc == 0 && db->opts.log_checkpoint) {
+        /* A write whose attachment could not be applied failed the engine: a checkpoint
+         * now would miss it while the segments holding it go. Keep them for recovery. */
+        rc = stele_tsdb_health(db);
+        if (rc == 0)
+            rc = db->opts.log_checkpoint(db->opts.log_hooks_ctx);
     }
+    if (rc == 0 && !db->opts.log_checkpoint &&
+        __atomic_load_n(&db->saw_attachment, __ATOMIC_RELAXED))
+        return 0; /* no hook saves the attachments' state: the log keeps it */
+    if (rc == 0)
+        rc = stele_wal_remove_before(db->wal, segment);
     return rc;
 }
 

@@ -27,8 +27,21 @@
 #include "tsdb/samples.h"
 
 #define TSDB_PATH_MAX 4096
-/* Log record types. */
+/* Log record types (payloads: the top of tsdb.c, docs/format/wal.md). */
 #define TSDB_RECORD_WRITE 1
+#define TSDB_RECORD_WRITE_ATTACHED 2 /* a write whose batch carries an attachment */
+
+/* A write record's payload split into the attachment (type 2 only) and the body shared by
+ * both types (definitions, then samples). */
+typedef struct {
+    bool attached;
+    const uint8_t *attachment;
+    size_t attachment_len;
+    const uint8_t *body;
+    size_t body_len;
+} tsdb_record;
+/* -EBADMSG for an unknown type or an attachment longer than the payload. */
+int tsdb_record_split(uint32_t type, const uint8_t *payload, size_t len, tsdb_record *out);
 
 typedef struct {
     int refs; /* atomic */
@@ -98,6 +111,10 @@ struct stele_tsdb {
     bool bg_kick;
 
     int health; /* atomic; 0 or the error that stopped writes */
+    /* atomic: a record with an attachment was replayed or written. Without a
+     * log_checkpoint hook, segments are then never deleted (their attachments' state
+     * would be lost with them). */
+    bool saw_attachment;
 
     /* counters, atomic */
     uint64_t points_written;

@@ -1,0 +1,149 @@
+/*
+ * sealed_internal.h — the shared state of sealed-frame ingestion (stele/sealed.h), for
+ * src/ingest/sealed*.c only:
+ *   sealed.c          the request flow: split, cheap checks, signature, window verdicts,
+ *                     one store write, verdicts
+ *   sealed_windows.c  the device table and its anti-replay windows, the attachment the
+ *                     store's log carries, the checkpoint file (DATA/windows.ckpt)
+ *   sealed_rejects.c  the bounded summary of refused frames for the audit trail
+ *
+ * Locks, in the order they may be taken:
+ *   device mu      (many: in ascending device `order`, only by a request; the flush
+ *                  thread takes one at a time)
+ *   table mu       the device table's map and list (rwlock, leaf)
+ *   device rate_mu the token bucket (leaf)
+ *   rejects mu, flight mu (leaves)
+ */
+#ifndef STELE_INGEST_SEALED_INTERNAL_H
+#define STELE_INGEST_SEALED_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/hashmap.h"
+#include "stele/replay.h"
+#include "stele/sealed.h"
+
+/* Windows kept per device: a device has at most two live keys (the current one and,
+ * during a rotation, the next), and key ids only grow, so a third key's window replaces
+ * the lowest-numbered one, which is dead. */
+#define SEALED_KEYS_PER_DEVICE 2
+
+typedef struct {
+    uint32_t key_id; /* 0: free slot */
+    stele_replay_window w;
+} sealed_window;
+
+typedef struct {
+    char id[STELE_DEVICE_ID_MAX + 1];
+    size_t id_len;
+    uint64_t order; /* creation number: the global lock order of device locks */
+    /* Guards win and last_seen_ns. A request holds it from the window check until its
+     * counters are applied by the store's log hook (which therefore locks nothing);
+     * while the store replays its log at open there are no other threads. */
+    pthread_mutex_t mu;
+    sealed_window win[SEALED_KEYS_PER_DEVICE];
+    int64_t last_seen_ns; /* newest receipt time of an accepted frame */
+    pthread_mutex_t rate_mu;
+    double tokens; /* token bucket of the per-device rate limit */
+    int64_t tokens_at;
+} sealed_device;
+
+typedef struct {
+    pthread_rwlock_t mu;
+    hashmap map; /* id → sealed_device* (the key points into the device) */
+    sealed_device **all;
+    size_t n, cap;
+} sealed_table;
+
+/* Summary table of refusals: fixed size whatever an attacker sends. */
+#define SEALED_REJECT_SLOTS 4096
+typedef struct {
+    char device[STELE_DEVICE_ID_MAX + 1];
+    stele_frame_status status;
+    uint64_t count;
+    int64_t start_ns, end_ns;
+} sealed_reject;
+
+typedef struct {
+    pthread_mutex_t mu;
+    sealed_reject slots[SEALED_REJECT_SLOTS];
+    size_t n;
+    /* Open addressing over slots (index + 1; 0 empty), twice as many buckets as slots so
+     * probes stay short when the table is full. */
+    uint16_t index[2 * SEALED_REJECT_SLOTS];
+    sealed_reject overflow[STELE_FRAME_STATUSES]; /* device "*", by status */
+} sealed_rejects;
+
+typedef struct sealed_request sealed_request;
+
+struct stele_sealed {
+    stele_sealed_options opts;
+    char data_dir[4096];
+    stele_tsdb *db; /* NULL until attached */
+    sealed_table table;
+    sealed_rejects rejects;
+
+    /* Requests in flight, by epoch parity (see stele_sealed_barrier). */
+    pthread_mutex_t flight_mu;
+    pthread_cond_t flight_cond;
+    uint64_t epoch;
+    uint64_t inflight[2];
+    pthread_mutex_t barrier_mu; /* one barrier at a time */
+
+    pthread_mutex_t pool_mu;
+    sealed_request *pool; /* reusable request contexts */
+    size_t pooled;
+
+    /* counters, atomic */
+    uint64_t frames[STELE_FRAME_STATUSES];
+    uint64_t points_accepted, points_quarantined;
+    uint64_t windows, checkpoints;
+};
+
+int64_t sealed_now(stele_sealed *s);
+
+/* ---- device table and windows (sealed_windows.c) --------------------------------- */
+
+int sealed_table_init(sealed_table *t);
+void sealed_table_free(sealed_table *t);
+/* The device's entry, or NULL. */
+sealed_device *sealed_device_find(sealed_table *t, const char *id, size_t id_len);
+/* The device's entry, created when missing. -ENOMEM. */
+int sealed_device_get(stele_sealed *s, const char *id, size_t id_len, sealed_device **out);
+/* The window of (d, key_id), or NULL. Caller holds d->mu (or is the replay). */
+stele_replay_window *sealed_window_find(sealed_device *d, uint32_t key_id);
+/* As find, creating an empty window when missing (replacing the lowest-numbered key's
+ * if both slots are used and that key is older); NULL when key_id is older than both
+ * windows held (a dead key). */
+stele_replay_window *sealed_window_get(stele_sealed *s, sealed_device *d, uint32_t key_id);
+
+/* Attachment of a store write: the frames it admits. Format: docs/format/windows.md. */
+typedef struct {
+    const char *device;
+    size_t device_len;
+    uint32_t key_id;
+    uint64_t counter;
+} sealed_admit;
+/* Bytes an attachment of n admits may need. */
+size_t sealed_attachment_bound(size_t n);
+/* Encodes the header (receipt time, count); then sealed_attachment_add per admit. */
+size_t sealed_attachment_begin(uint8_t *buf, int64_t receipt_ns, uint32_t n);
+size_t sealed_attachment_add(uint8_t *buf, const sealed_admit *a);
+
+/* The store's hooks (stele_tsdb_options.log_apply / log_checkpoint). */
+int sealed_log_apply(void *ctx, const uint8_t *attachment, size_t len);
+int sealed_log_checkpoint(void *ctx);
+/* Loads DATA/windows.ckpt into the (empty) table; a missing file is an empty one. */
+int sealed_checkpoint_load(stele_sealed *s, char *err, size_t errcap);
+
+/* ---- refusal summaries (sealed_rejects.c) ---------------------------------------- */
+
+void sealed_rejects_init(sealed_rejects *r);
+void sealed_rejects_free(sealed_rejects *r);
+void sealed_rejects_note(sealed_rejects *r, const char *device, size_t device_len,
+                         stele_frame_status status, int64_t now);
+size_t sealed_rejects_take(sealed_rejects *r, stele_reject_summary *out, size_t cap);
+
+#endif
