@@ -14,8 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stele/audit.h"
 #include "stele/auth.h"
 #include "stele/query.h"
+#include "stele/registry.h"
+#include "stele/sealed.h"
 #include "stele/tsdb.h"
 
 /* Per-tenant limits (SPEC §8). The server config holds the defaults and overrides for
@@ -41,6 +44,13 @@ typedef struct {
     stele_tenant_limits limits;           /* defaults for every tenant */
     const stele_tenant_limits *overrides; /* per named tenant; borrowed */
     size_t noverrides;
+    /* Control plane (SPEC §6, §7), borrowed; NULL leaves the device endpoints off. */
+    stele_registry *registry;
+    stele_sealed *sealed;
+    stele_audit *audit;
+    int64_t rotation_overlap_ns;       /* old key valid this long after a rotation (1 h) */
+    double device_failures_per_second; /* per source, before 429 (20/s, burst 200) */
+    int64_t audit_summary_interval_ns; /* refusal floods folded per interval (10 s) */
 } stele_server_config;
 
 void stele_server_config_default(stele_server_config *c);

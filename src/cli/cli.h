@@ -47,5 +47,8 @@ int cmd_write(int argc, char **argv);
 int cmd_token(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_query(int argc, char **argv);
+int cmd_device(int argc, char **argv);
+int cmd_agent(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +23,12 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "stele/audit.h"
 #include "stele/auth.h"
 #include "stele/io.h"
 #include "stele/query.h"
+#include "stele/registry.h"
+#include "stele/sealed.h"
 #include "stele/server.h"
 #include "stele/tsdb.h"
 
@@ -53,6 +57,10 @@ typedef struct {
     stele_tenant_limits limits;
     stele_tenant_limits overrides[SERVE_MAX_TENANT_OVERRIDES];
     size_t noverrides;
+    /* Control plane (SPEC §6); 0 = the defaults. */
+    int64_t enroll_ttl_ns;
+    int64_t rotation_overlap_ns;
+    uint32_t replay_window;
 } serve_settings;
 
 static void serve_usage(FILE *out)
@@ -75,7 +83,12 @@ static void serve_usage(FILE *out)
             "  --head-max-points N    flush the in-memory head at N points (default 4000000)\n"
             "  --flush-interval DUR   ...or when it is this old (default 10m)\n"
             "  --max-body-bytes N     request body limit after decompression (default 32 MiB)\n"
-            "  --metrics-open         serve /metrics without a token\n\n"
+            "  --metrics-open         serve /metrics without a token\n"
+            "  --enroll-ttl DUR       device enrollment tokens expire after this (default 24h)\n"
+            "  --rotation-overlap DUR old device key stays valid this long after a rotation\n"
+            "                         unless the new key is used first (default 1h)\n"
+            "  --replay-window N      anti-replay window per device key, 64..1024, a multiple\n"
+            "                         of 64 (default 1024)\n\n"
             "Durations: a number with unit s, m, h, d or w (e.g. 90s, 30d).\n"
             "Signals: SIGTERM/SIGINT stop gracefully (flush, exit 0); SIGHUP reloads --config.\n"
             "On first start an admin token is written to DIR/admin.token (mode 0600).\n");
@@ -289,7 +302,15 @@ static int parse_args(int argc, char **argv, serve_settings *s, bool *help)
             bad = parse_count(val, &s->head_max_points);
         else if (!strcmp(a, "--max-body-bytes") && val)
             bad = parse_count(val, &s->max_body_bytes);
-        else if (!strcmp(a, "--metrics-open")) {
+        else if (!strcmp(a, "--enroll-ttl") && val)
+            bad = parse_duration(val, &s->enroll_ttl_ns) || s->enroll_ttl_ns <= 0;
+        else if (!strcmp(a, "--rotation-overlap") && val)
+            bad = parse_duration(val, &s->rotation_overlap_ns) || s->rotation_overlap_ns <= 0;
+        else if (!strcmp(a, "--replay-window") && val) {
+            uint64_t w = 0;
+            bad = parse_count(val, &w) || w < 64 || w > 1024 || w % 64;
+            s->replay_window = (uint32_t)w;
+        } else if (!strcmp(a, "--metrics-open")) {
             s->metrics_open = true;
             takes_value = false;
         } else {
@@ -446,7 +467,12 @@ static int cmd_serve_args(int argc, char **argv)
     stele_tokens *tokens = NULL;
     stele_tsdb *db = NULL;
     stele_server *server = NULL;
-    char err[1024];
+    stele_audit *audit = NULL;
+    stele_registry *registry = NULL;
+    stele_sealed *sealed = NULL;
+    uint8_t audit_sk[64], audit_pk[32];
+    char err[1024], audit_dir[1100], details[256];
+    const char *sig_name = "SIGTERM";
 
     /* Block the signals we wait for before any thread exists, so all threads inherit
      * the mask and only sigwaitinfo below receives them. */
@@ -485,6 +511,35 @@ static int cmd_serve_args(int argc, char **argv)
         cli_error("serve", "cannot create the admin token: %s", strerror(-rc));
         goto out;
     }
+    snprintf(audit_dir, sizeof(audit_dir), "%s/audit", s.data);
+    rc = stele_audit_key_load_or_create(io, audit_dir, audit_sk, audit_pk, err, sizeof(err));
+    if (rc == 0)
+        rc = stele_audit_open(io, audit_dir, audit_sk, &audit, err, sizeof(err));
+    sodium_memzero(audit_sk, sizeof(audit_sk));
+    if (rc) {
+        cli_error("serve", "cannot open the audit trail: %s", err);
+        goto out;
+    }
+    stele_registry_options ro;
+    stele_registry_options_default(&ro);
+    if (s.enroll_ttl_ns)
+        ro.enroll_ttl_ns = s.enroll_ttl_ns;
+    rc = stele_registry_open(io, s.data, &ro, &registry, err, sizeof(err));
+    if (rc) {
+        cli_error("serve", "cannot open the device registry: %s", err);
+        goto out;
+    }
+    stele_sealed_options so = {.io = io,
+                               .data_dir = s.data,
+                               .registry = registry,
+                               .window = s.replay_window,
+                               .max_future_skew_ns = s.max_future_skew_ns};
+    rc = stele_sealed_create(&so, &sealed, err, sizeof(err));
+    if (rc) {
+        cli_error("serve", "cannot load the anti-replay windows: %s", err);
+        goto out;
+    }
+    stele_sealed_tsdb_hooks(sealed, &o);
     o.dir = s.data;
     o.io = io;
     o.retention_ns = s.retention_ns;
@@ -509,8 +564,30 @@ static int cmd_serve_args(int argc, char **argv)
             (unsigned long long)rec.points, (unsigned long long)rec.blocks,
             (unsigned long long)rec.wal_records, (unsigned long long)rec.wal_torn_bytes,
             rec.duration_ns / 1e9);
+    rc = stele_sealed_attach(sealed, db);
+    if (rc) {
+        cli_error("serve", "cannot attach the frame ingester: %s", strerror(-rc));
+        goto out;
+    }
+    snprintf(details, sizeof(details),
+             "points=%llu blocks=%llu log_records=%llu torn_bytes=%llu seconds=%.3f",
+             (unsigned long long)rec.points, (unsigned long long)rec.blocks,
+             (unsigned long long)rec.wal_records, (unsigned long long)rec.wal_torn_bytes,
+             rec.duration_ns / 1e9);
+    rc = stele_audit_append(audit, "server", "server.recover", "store", "ok", details, NULL);
+    if (rc == 0)
+        rc = stele_audit_append(audit, "server", "server.start", "server", "ok", s.http, NULL);
+    if (rc) {
+        cli_error("serve", "cannot append to the audit trail: %s", strerror(-rc));
+        goto out;
+    }
     stele_server_config sc;
     settings_to_server_config(&s, &sc);
+    sc.registry = registry;
+    sc.sealed = sealed;
+    sc.audit = audit;
+    if (s.rotation_overlap_ns)
+        sc.rotation_overlap_ns = s.rotation_overlap_ns;
     rc = stele_server_start(&sc, db, tokens, &server, err, sizeof(err));
     if (rc) {
         cli_error("serve", "%s", err);
@@ -540,14 +617,16 @@ static int cmd_serve_args(int argc, char **argv)
                 s.noverrides = fresh.noverrides;
                 settings_to_server_config(&s, &sc);
                 stele_server_reload(server, &sc);
+                (void)stele_audit_append(audit, "server", "config.reload", s.config, "ok",
+                                         "metrics_open max_body_bytes limits", NULL);
                 fprintf(stderr,
                         "stele: serve: reloaded %s (metrics_open, max_body_bytes, limits)\n",
                         s.config);
             }
             continue;
         }
-        fprintf(stderr, "stele: serve: %s received; stopping\n",
-                sig == SIGINT ? "SIGINT" : "SIGTERM");
+        sig_name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+        fprintf(stderr, "stele: serve: %s received; stopping\n", sig_name);
         break;
     }
     stele_server_stop(server);
@@ -557,10 +636,15 @@ static int cmd_serve_args(int argc, char **argv)
         cli_error("serve", "final flush failed: %s (data stays in the log)", strerror(-rc));
         goto out;
     }
+    (void)stele_audit_append(audit, "server", "server.stop", "server", "ok", sig_name, NULL);
+    (void)stele_audit_checkpoint(audit); /* a signed checkpoint covers the whole trail */
     exit_code = CLI_EXIT_OK;
 out:
     stele_server_stop(server);
     stele_tsdb_close(db);
+    stele_sealed_destroy(sealed);
+    stele_registry_close(registry);
+    stele_audit_close(audit);
     stele_tokens_close(tokens);
     stele_io_destroy(io);
     if (lock_fd >= 0)

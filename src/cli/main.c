@@ -18,6 +18,9 @@ static const subcommand commands[] = {
     {"query", cmd_query, "run a PromQL query on a server"},
     {"token", cmd_token, "create, list and revoke API tokens"},
     {"check", cmd_check, "verify every file of a data directory (offline)"},
+    {"device", cmd_device, "register devices and manage their identity lifecycle"},
+    {"agent", cmd_agent, "act as a device: keys, enrollment, sealed frames, rotation"},
+    {"audit", cmd_audit, "verify the audit trail (offline) or list its events"},
 };
 
 static void usage(FILE *out)

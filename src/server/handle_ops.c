@@ -200,6 +200,60 @@ mhd_result handle_metrics(stele_server *s, struct MHD_Connection *c, request *r)
            (double)qs.queued);
     metric(&t, "stele_query_running", "gauge", "Queries being evaluated.", NULL,
            (double)qs.running);
+    if (s->sealed) {
+        stele_sealed_stats ss;
+        stele_sealed_get_stats(s->sealed, &ss);
+        tb_printf(&t, "# HELP stele_frames_total Sealed frames by outcome (accepted, duplicate, "
+                      "or the refusal reason).\n# TYPE stele_frames_total counter\n");
+        for (int i = 0; i < STELE_FRAME_STATUSES; i++)
+            tb_printf(&t, "stele_frames_total{status=\"%s\"} %llu\n",
+                      stele_frame_status_name((stele_frame_status)i),
+                      (unsigned long long)ss.frames[i]);
+        metric(&t, "stele_frame_points_total", "counter",
+               "Points stored from accepted frames (quarantined ones included).", NULL,
+               (double)ss.points_accepted);
+        metric(&t, "stele_frame_points_quarantined_total", "counter",
+               "Points of quarantined devices, stored apart for forensics.", NULL,
+               (double)ss.points_quarantined);
+        metric(&t, "stele_frame_clock_skew_refusals_total", "counter",
+               "Frames refused for timestamps outside the accepted range (device clock "
+               "signal).",
+               NULL, (double)ss.skew_refusals);
+        metric(&t, "stele_replay_windows", "gauge", "Anti-replay windows held (device, key).", NULL,
+               (double)ss.windows);
+        metric(&t, "stele_replay_checkpoints_total", "counter",
+               "Anti-replay window checkpoints written.", NULL, (double)ss.checkpoints);
+    }
+    if (s->registry) {
+        uint64_t counts[STELE_DEVICE_STATES];
+        stele_registry_counts(s->registry, counts);
+        tb_printf(&t, "# HELP stele_devices Registered devices by lifecycle state.\n"
+                      "# TYPE stele_devices gauge\n");
+        for (int i = 0; i < STELE_DEVICE_STATES; i++)
+            tb_printf(&t, "stele_devices{state=\"%s\"} %llu\n",
+                      stele_device_state_name((stele_device_state)i),
+                      (unsigned long long)counts[i]);
+    }
+#define CLOAD(field) ((double)__atomic_load_n(&s->control.field, __ATOMIC_RELAXED))
+    tb_printf(&t,
+              "# HELP stele_enrollments_total Device enrollments by outcome.\n"
+              "# TYPE stele_enrollments_total counter\n"
+              "stele_enrollments_total{outcome=\"ok\"} %.0f\n"
+              "stele_enrollments_total{outcome=\"refused\"} %.0f\n",
+              CLOAD(enroll_ok), CLOAD(enroll_refused));
+    tb_printf(&t,
+              "# HELP stele_key_rotations_total Device key rotations by outcome.\n"
+              "# TYPE stele_key_rotations_total counter\n"
+              "stele_key_rotations_total{outcome=\"ok\"} %.0f\n"
+              "stele_key_rotations_total{outcome=\"refused\"} %.0f\n",
+              CLOAD(rotate_ok), CLOAD(rotate_refused));
+    metric(&t, "stele_device_source_throttled_total", "counter",
+           "Device requests refused (429) because their source kept failing verification.", NULL,
+           CLOAD(source_throttled));
+    metric(&t, "stele_audit_failures_total", "counter",
+           "Audit appends that failed (the action was not acknowledged).", NULL,
+           CLOAD(audit_failures));
+#undef CLOAD
     tb_printf(&t, "# HELP stele_refusals_total Requests refused by a limit, by tenant and "
                   "reason.\n# TYPE stele_refusals_total counter\n");
     pthread_mutex_lock(&s->refusals_mu);
@@ -212,12 +266,11 @@ mhd_result handle_metrics(stele_server *s, struct MHD_Connection *c, request *r)
     return respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", t.data, t.len, true, NULL);
 }
 
-static void format_rfc3339(int64_t ns, char *buf, size_t cap)
+static const char *scopes_text_of(const stele_token_info *info)
 {
-    time_t secs = (time_t)(ns / 1000000000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    static const char *const names[] = {"",      "read",       "write",       "read,write",
+                                        "admin", "read,admin", "write,admin", "read,write,admin"};
+    return names[info->scopes & 7];
 }
 
 static json_t *token_json(const stele_token_info *info)
@@ -235,24 +288,6 @@ static int list_token(void *ctx, const stele_token_info *info)
     if (!o)
         return -ENOMEM;
     return json_array_append_new(ctx, o) ? -ENOMEM : 0;
-}
-
-static mhd_result respond_json(struct MHD_Connection *c, unsigned status, json_t *j)
-{
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!text)
-        return respond_error(c, 503, "unavailable", "out of memory");
-    size_t n = strlen(text);
-    char *body = malloc(n + 2);
-    if (!body) {
-        free(text);
-        return respond_error(c, 503, "unavailable", "out of memory");
-    }
-    memcpy(body, text, n);
-    body[n] = '\n';
-    free(text);
-    return respond(c, status, "application/json", body, n + 1, true, NULL);
 }
 
 mhd_result handle_tokens(stele_server *s, struct MHD_Connection *c, request *r, const char *rest)
@@ -299,6 +334,17 @@ mhd_result handle_tokens(stele_server *s, struct MHD_Connection *c, request *r, 
         if (rc)
             return respond_error(c, 503, "unavailable",
                                  "could not store the token durably; check the disk");
+        char subject[40], details[120];
+        snprintf(subject, sizeof(subject), "token:%s", info.id);
+        snprintf(details, sizeof(details), "tenant=%s scopes=%s", info.tenant,
+                 scopes_text_of(&info));
+        if (server_audit(s, r, "token.create", subject, "ok", details) != 0) {
+            sodium_memzero(token, sizeof(token));
+            (void)stele_tokens_revoke(s->tokens, info.id);
+            return respond_error(c, 503, "unavailable",
+                                 "the token could not be audited, so it was revoked again; the "
+                                 "audit trail has failed — check the disk, then restart");
+        }
         json_t *o = token_json(&info);
         if (o)
             json_object_set_new(o, "token", json_string(token));
@@ -313,6 +359,12 @@ mhd_result handle_tokens(stele_server *s, struct MHD_Connection *c, request *r, 
         if (rc)
             return respond_error(c, 503, "unavailable",
                                  "could not store the revocation durably; check the disk");
+        char subject[40];
+        snprintf(subject, sizeof(subject), "token:%.16s", rest + 1);
+        if (server_audit(s, r, "token.revoke", subject, "ok", "") != 0)
+            return respond_error(c, 503, "unavailable",
+                                 "the token is revoked but the revocation could not be audited; "
+                                 "the audit trail has failed — check the disk, then restart");
         return respond(c, 204, NULL, "", 0, false, NULL);
     }
     return respond_error(c, 405, "method_not_allowed",

@@ -13,12 +13,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -53,6 +55,9 @@ void stele_server_config_default(stele_server_config *c)
     c->query_threads = cores > 1 ? (unsigned)cores - 1 : 1;
     c->query_queue = DEFAULT_QUERY_QUEUE;
     stele_tenant_limits_default(&c->limits);
+    c->rotation_overlap_ns = 3600 * INT64_C(1000000000);
+    c->device_failures_per_second = 20;
+    c->audit_summary_interval_ns = 10 * INT64_C(1000000000);
 }
 
 void stele_tenant_limits_default(stele_tenant_limits *l)
@@ -183,6 +188,32 @@ mhd_result respond_prom_error(struct MHD_Connection *c, unsigned status, const c
     int n = snprintf(body, sizeof(body),
                      "{\"status\":\"error\",\"errorType\":\"%s\",\"error\":\"%s\"}\n", type, esc);
     return respond(c, status, "application/json", body, (size_t)n, false, NULL);
+}
+
+mhd_result respond_json(struct MHD_Connection *c, unsigned status, json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return respond_error(c, 503, "unavailable", "out of memory");
+    size_t n = strlen(text);
+    char *body = malloc(n + 2);
+    if (!body) {
+        free(text);
+        return respond_error(c, 503, "unavailable", "out of memory");
+    }
+    memcpy(body, text, n);
+    body[n] = '\n';
+    free(text);
+    return respond(c, status, "application/json", body, n + 1, true, NULL);
+}
+
+void format_rfc3339(int64_t ns, char *buf, size_t cap)
+{
+    time_t secs = (time_t)(ns / 1000000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 /* ---- authentication -------------------------------------------------------------- */
@@ -345,6 +376,16 @@ static mhd_result route(stele_server *s, struct MHD_Connection *c, request *r, c
         return handle_metadata(s, c, r);
     if (!strncmp(url, "/api/v1/tokens", 14) && (url[14] == '\0' || url[14] == '/'))
         return handle_tokens(s, c, r, url + 14);
+    if (!strcmp(url, "/api/v1/frames") && post)
+        return handle_frames(s, c, r);
+    if (!strcmp(url, "/api/v1/enroll") && post)
+        return handle_enroll(s, c, r);
+    if (!strcmp(url, "/api/v1/rotate") && post)
+        return handle_rotate(s, c, r);
+    if (!strncmp(url, "/api/v1/devices", 15) && (url[15] == '\0' || url[15] == '/'))
+        return handle_devices(s, c, r, url + 15);
+    if (!strcmp(url, "/api/v1/audit") && get)
+        return handle_audit(s, c, r);
     static const char *known[] = {"/ping",
                                   "/health",
                                   "/ready",
@@ -354,6 +395,10 @@ static mhd_result route(stele_server *s, struct MHD_Connection *c, request *r, c
                                   "/api/v1/admin/flush",
                                   "/metrics",
                                   "/api/v1/status/buildinfo",
+                                  "/api/v1/frames",
+                                  "/api/v1/enroll",
+                                  "/api/v1/rotate",
+                                  "/api/v1/audit",
                                   NULL};
     for (int i = 0; known[i]; i++)
         if (!strcmp(url, known[i]))
@@ -545,6 +590,17 @@ int stele_server_start(const stele_server_config *cfg, stele_tsdb *db, stele_tok
         free(s);
         return -EAGAIN;
     }
+    if (server_control_start(s) != 0) {
+        snprintf(err, errcap, "cannot start the control-plane thread");
+        server_control_stop(s);
+        query_pool_destroy(s->pool);
+        pthread_mutex_destroy(&s->workers_mu);
+        pthread_mutex_destroy(&s->refusals_mu);
+        pthread_mutex_destroy(&s->limits_mu);
+        free(s->overrides);
+        free(s);
+        return -EAGAIN;
+    }
     unsigned flags =
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
@@ -558,6 +614,7 @@ int stele_server_start(const stele_server_config *cfg, stele_tsdb *db, stele_tok
     if (!s->daemon) {
         snprintf(err, errcap, "cannot listen on %s: %s", cfg->http_addr,
                  errno ? strerror(errno) : "address in use or not available");
+        server_control_stop(s);
         query_pool_destroy(s->pool);
         pthread_mutex_destroy(&s->workers_mu);
         pthread_mutex_destroy(&s->refusals_mu);
@@ -590,6 +647,7 @@ void stele_server_stop(stele_server *s)
     if (!s)
         return;
     MHD_stop_daemon(s->daemon);
+    server_control_stop(s);
     query_pool_destroy(s->pool);
     while (s->refusals) {
         refusal_counter *next = s->refusals->next;

@@ -5,15 +5,19 @@
 #ifndef STELE_SERVER_INTERNAL_H
 #define STELE_SERVER_INTERNAL_H
 
+#include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "server/query_pool.h"
+#include "stele/audit.h"
 #include "stele/auth.h"
 #include "stele/lineproto.h"
 #include "stele/query.h"
+#include "stele/registry.h"
+#include "stele/sealed.h"
 #include "stele/server.h"
 #include "stele/tsdb.h"
 
@@ -46,6 +50,28 @@ typedef struct rate_bucket {
     int64_t last_ns;
     struct rate_bucket *next;
 } rate_bucket;
+
+/* Per-source (client address) budget of failures on the unauthenticated device
+ * endpoints: a source whose enrollments or frames keep failing is refused with 429
+ * before any signature is checked (src/server/source_limit.c). */
+typedef struct source_limiter source_limiter;
+int source_limiter_create(double failures_per_second, double burst, source_limiter **out);
+void source_limiter_destroy(source_limiter *l);
+/* true while the source may still be served (its budget is not exhausted). */
+bool source_limiter_allow(source_limiter *l, struct MHD_Connection *c, int64_t now_ns);
+/* Charges `failures` to the source. */
+void source_limiter_charge(source_limiter *l, struct MHD_Connection *c, double failures,
+                           int64_t now_ns);
+
+typedef struct {
+    uint64_t enroll_ok;
+    uint64_t enroll_refused;
+    uint64_t rotate_ok;
+    uint64_t rotate_refused;
+    uint64_t source_throttled; /* device requests refused by the per-source budget */
+    uint64_t audit_failures;
+    uint64_t auth_denials_summarised;
+} control_counters;
 
 typedef struct {
     uint64_t write_requests;
@@ -84,6 +110,18 @@ struct stele_server {
     stele_tenant_limits *overrides;
     size_t noverrides;
     rate_bucket *buckets;
+    /* Control plane (SPEC §6, §7); borrowed from the config, NULL when not configured. */
+    stele_registry *registry;
+    stele_sealed *sealed;
+    stele_audit *audit;
+    source_limiter *sources;  /* per-source failure budget of the device endpoints */
+    pthread_t summary_thread; /* folds refusal floods into audit summaries */
+    bool summary_running;
+    pthread_mutex_t summary_mu;
+    pthread_cond_t summary_cond;
+    bool stopping;                                     /* summary_mu */
+    control_counters control;                          /* atomic */
+    uint64_t enroll_refused_seen, rotate_refused_seen; /* summary thread only */
 };
 
 /* The limits that apply to a tenant. */
@@ -120,6 +158,10 @@ mhd_result respond(struct MHD_Connection *c, unsigned status, const char *conten
 /* Influx-style error: {"code":code,"message":message}. */
 mhd_result respond_error(struct MHD_Connection *c, unsigned status, const char *code,
                          const char *message);
+/* Sends j (consumed) as a JSON body. */
+mhd_result respond_json(struct MHD_Connection *c, unsigned status, json_t *j);
+/* "2026-11-25T22:40:00Z" (seconds precision). */
+void format_rfc3339(int64_t ns, char *buf, size_t cap);
 /* Prometheus-style error: {"status":"error","errorType":type,"error":message}. */
 mhd_result respond_prom_error(struct MHD_Connection *c, unsigned status, const char *type,
                               const char *message);
@@ -144,6 +186,25 @@ mhd_result handle_series(stele_server *s, struct MHD_Connection *c, request *r);
 mhd_result handle_labels(stele_server *s, struct MHD_Connection *c, request *r,
                          const char *value_name);
 mhd_result handle_metadata(stele_server *s, struct MHD_Connection *c, request *r);
+
+/* Appends an audit event for an action (NULL-safe when no trail is configured); on
+ * failure counts it and returns the error: the caller must then not acknowledge. actor
+ * is the request's token ("token:<id>") when r is not NULL, else "server". */
+int server_audit(stele_server *s, request *r, const char *action, const char *subject,
+                 const char *outcome, const char *details);
+/* The same with an explicit actor (e.g. "device:pump-7"). */
+int server_audit_actor(stele_server *s, const char *actor, const char *action, const char *subject,
+                       const char *outcome, const char *details);
+
+/* Starts / stops the control-plane pieces of the server (control.c). */
+int server_control_start(stele_server *s);
+void server_control_stop(stele_server *s);
+
+mhd_result handle_devices(stele_server *s, struct MHD_Connection *c, request *r, const char *rest);
+mhd_result handle_enroll(stele_server *s, struct MHD_Connection *c, request *r);
+mhd_result handle_rotate(stele_server *s, struct MHD_Connection *c, request *r);
+mhd_result handle_frames(stele_server *s, struct MHD_Connection *c, request *r);
+mhd_result handle_audit(stele_server *s, struct MHD_Connection *c, request *r);
 
 /* Decompresses gzip data into a malloc'd buffer of at most max bytes. -EMSGSIZE over
  * the limit, -EINVAL if not valid gzip. */
