@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "common/clock.h"
@@ -382,10 +383,19 @@ static void *send_worker(void *arg)
     return NULL;
 }
 
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 static double run_send(void)
 {
     sender ss[MAX_CLIENTS];
     pthread_t th[MAX_CLIENTS];
+    double cpu0 = cpu_seconds();
     int64_t t0 = clock_mono_ns();
     for (size_t i = 0; i < opt.clients; i++) {
         ss[i] = (sender){.first = i, .step = opt.clients};
@@ -399,11 +409,12 @@ static double run_send(void)
         failed += ss[i].requests_failed;
     }
     double s = secs(clock_mono_ns() - t0);
-    double fps = (double)ok / s;
+    double fps = (double)ok / s, client_cpu = cpu_seconds() - cpu0;
     printf("{\"phase\":\"send\",\"frames\":%zu,\"accepted\":%" PRIu64 ",\"not_accepted\":%" PRIu64
            ",\"failed_requests\":%" PRIu64 ",\"clients\":%zu,\"batch\":%zu,\"seconds\":%.3f,"
-           "\"frames_per_second\":%.1f,\"points_per_second\":%.1f}\n",
-           opt.nframes, ok, bad, failed, opt.clients, opt.batch, s, fps, fps * (double)opt.points);
+           "\"frames_per_second\":%.1f,\"points_per_second\":%.1f,\"client_cpu_cores\":%.3f}\n",
+           opt.nframes, ok, bad, failed, opt.clients, opt.batch, s, fps, fps * (double)opt.points,
+           client_cpu / s);
     fflush(stdout);
     return fps;
 }

@@ -37,6 +37,14 @@ void cli_auth_header(const cli_client_options *opts, char *buf, size_t cap);
  * {"error":…}) as "stele: <what>: HTTP <status>: <message>". */
 void cli_report_http_error(const char *what, const stele_http_response *resp);
 
+/* Copies a string from a server's answer for the terminal: control characters become
+ * '?', capped to cap - 1 bytes; NULL copies as "". A terminal should never interpret
+ * what a server sent. */
+void cli_printable_copy(const char *text, char *out, size_t cap);
+/* Flushes standard output; when that fails (a closed pipe, a full disk), prints
+ * "stele: <what>: cannot write to standard output: …" and returns CLI_EXIT_FAILURE. */
+int cli_flush_stdout(const char *what);
+
 /* Matches "--name VALUE" or "--name=VALUE" at argv[*i], advancing *i past the value.
  * 1 matched, 0 another argument, -1 the value is missing. */
 int cli_take_option_value(int argc, char **argv, int *i, const char *name, const char **value);

@@ -1,7 +1,8 @@
 /*
  * cli_common.c — what the client subcommands share (src/cli/cli.h): the one-line error
- * form, resolving the server URL and token, and turning an HTTP error answer into one
- * line an operator can act on.
+ * form, resolving the server URL and token, turning an HTTP error answer into one line
+ * an operator can act on, and printing what a server sent without letting it steer the
+ * terminal.
  *
  * Design: every subcommand resolves its settings the same way — built-in default, then
  * environment (STELE_URL, STELE_TOKEN), then the admin token file the server writes on
@@ -178,6 +179,24 @@ void cli_report_http_error(const char *what, const stele_http_response *resp)
         snprintf(message, sizeof(message), "%s", status_hint(resp->status));
     cli_error(what, "HTTP %d: %s", resp->status, message);
     json_decref(root);
+}
+
+void cli_printable_copy(const char *text, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; text && text[n] && n + 1 < cap; n++) {
+        unsigned char ch = (unsigned char)text[n];
+        out[n] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+    }
+    out[n] = '\0';
+}
+
+int cli_flush_stdout(const char *what)
+{
+    if (fflush(stdout) == 0)
+        return CLI_EXIT_OK;
+    cli_error(what, "cannot write to standard output: %s", strerror(errno));
+    return CLI_EXIT_FAILURE;
 }
 
 int cli_take_option_value(int argc, char **argv, int *i, const char *name, const char **value)

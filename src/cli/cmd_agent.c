@@ -625,17 +625,6 @@ static int agent_post(const agent_options *o, stele_http_client *client, const c
     return CLI_EXIT_OK;
 }
 
-/* A string from a server's JSON, for the terminal: control characters replaced. */
-static void printable_copy(const char *text, char *out, size_t cap)
-{
-    size_t n = 0;
-    for (; text && text[n] && n + 1 < cap; n++) {
-        unsigned char ch = (unsigned char)text[n];
-        out[n] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
-    }
-    out[n] = '\0';
-}
-
 /* A key id from the server's JSON: an integer 1..2^32-1, else 0. */
 static uint32_t json_key_id(json_t *v)
 {
@@ -841,10 +830,8 @@ static int agent_keygen(const agent_options *o)
     }
     hex_encode(st.id.current.public_key, 32, hex);
     printf("%s\n", hex);
-    if (fflush(stdout) != 0) {
-        cli_error(o->what, "cannot write to standard output: %s", strerror(errno));
+    if (cli_flush_stdout(o->what) != CLI_EXIT_OK)
         rc = CLI_EXIT_FAILURE;
-    }
 done:
     state_close(&st);
     return rc;
@@ -976,14 +963,13 @@ static int agent_enroll(const agent_options *o)
         goto done;
     }
     char tenant[80], state[32];
-    printable_copy(json_string_value(json_object_get(answer, "tenant")), tenant, sizeof(tenant));
-    printable_copy(json_string_value(json_object_get(answer, "state")), state, sizeof(state));
+    cli_printable_copy(json_string_value(json_object_get(answer, "tenant")), tenant,
+                       sizeof(tenant));
+    cli_printable_copy(json_string_value(json_object_get(answer, "state")), state, sizeof(state));
     printf("device=%s tenant=%s key_id=%" PRIu32 " state=%s\n", o->device, tenant[0] ? tenant : "-",
            key_id, state[0] ? state : "-");
-    if (fflush(stdout) != 0) {
-        cli_error(o->what, "cannot write to standard output: %s", strerror(errno));
+    if (cli_flush_stdout(o->what) != CLI_EXIT_OK)
         rc = CLI_EXIT_FAILURE;
-    }
 done:
     json_decref(answer);
     json_decref(request);
@@ -1095,7 +1081,7 @@ static int batch_report(send_batch *b, const stele_http_response *resp)
     for (size_t i = 0; i < b->nframes; i++) {
         json_t *r = json_array_get(results, i);
         char status[40];
-        printable_copy(json_string_value(json_object_get(r, "status")), status, sizeof(status));
+        cli_printable_copy(json_string_value(json_object_get(r, "status")), status, sizeof(status));
         if (!status[0])
             snprintf(status, sizeof(status), "unknown");
         printf("%" PRIu64 " %s\n", b->counters[i], status);
@@ -1103,10 +1089,8 @@ static int batch_report(send_batch *b, const stele_http_response *resp)
             b->refused++;
     }
     b->sent += b->nframes;
-    if (fflush(stdout) != 0) {
-        cli_error(b->o->what, "cannot write to standard output: %s", strerror(errno));
+    if (cli_flush_stdout(b->o->what) != CLI_EXIT_OK)
         rc = CLI_EXIT_FAILURE;
-    }
 done:
     json_decref(answer);
     return rc;
@@ -1496,14 +1480,12 @@ static int agent_rotate(const agent_options *o)
         goto done;
     }
     char deadline[80];
-    printable_copy(json_string_value(json_object_get(answer, "overlap_deadline")), deadline,
-                   sizeof(deadline));
+    cli_printable_copy(json_string_value(json_object_get(answer, "overlap_deadline")), deadline,
+                       sizeof(deadline));
     printf("device=%s key_id=%" PRIu32 " overlap_deadline=%s\n", st.id.device_id, key_id,
            deadline[0] ? deadline : "-");
-    if (fflush(stdout) != 0) {
-        cli_error(o->what, "cannot write to standard output: %s", strerror(errno));
+    if (cli_flush_stdout(o->what) != CLI_EXIT_OK)
         rc = CLI_EXIT_FAILURE;
-    }
 done:
     json_decref(answer);
     stele_http_response_free(&resp);
@@ -1532,10 +1514,8 @@ static int agent_show(const agent_options *o)
         hex_encode(st.id.pending.public_key, 32, hex);
         printf("pending_key_id=%" PRIu32 "\npending_public_key=%s\n", st.id.pending.key_id, hex);
     }
-    if (fflush(stdout) != 0) {
-        cli_error(o->what, "cannot write to standard output: %s", strerror(errno));
+    if (cli_flush_stdout(o->what) != CLI_EXIT_OK)
         rc = CLI_EXIT_FAILURE;
-    }
 done:
     state_close(&st);
     return rc;

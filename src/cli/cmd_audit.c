@@ -142,13 +142,18 @@ static void on_problem(void *ctx, const char *what)
     fprintf(stderr, "stele: audit verify: %s\n", what);
 }
 
+/* What verify and head both start from: their options, the trail's directory, file
+ * access and the public key. */
 typedef struct {
     const char *data;
     const char *public_key;
-    const char *expect_head;
-} offline_options;
+    const char *expect_head; /* verify only */
+    char audit_dir[4200];
+    stele_io *io;
+    uint8_t pk[32];
+} offline_trail;
 
-static int parse_offline(int argc, char **argv, const char *what, bool verify, offline_options *o)
+static int parse_offline(int argc, char **argv, const char *what, bool verify, offline_trail *o)
 {
     o->data = AUDIT_DEFAULT_DATA;
     for (int i = 2; i < argc; i++) {
@@ -170,33 +175,43 @@ static int parse_offline(int argc, char **argv, const char *what, bool verify, o
     return CLI_EXIT_OK;
 }
 
-static int audit_verify(int argc, char **argv)
+/* Parses the options, then sets up file access and loads the public key. CLI_EXIT_OK
+ * with t->io to destroy, or an exit code with the error printed and nothing to free. */
+static int offline_open(int argc, char **argv, const char *what, bool verify, offline_trail *t)
 {
-    static const char what[] = "audit verify";
-    offline_options o = {0};
-    char audit_dir[4200], text[AUDIT_KEY_FILE_MAX];
-    uint8_t pk[32];
-    stele_audit_head expect;
-    stele_io *io = NULL;
-    int rc = parse_offline(argc, argv, what, true, &o);
+    int rc = parse_offline(argc, argv, what, verify, t);
     if (rc)
         return rc;
-    if (strlen(o.data) > 4000)
+    if (strlen(t->data) > 4000)
         return usage_error(what, "--data path too long", NULL);
-    snprintf(audit_dir, sizeof(audit_dir), "%s/audit", o.data);
-    if (stele_io_posix_create(&io) != 0) {
+    snprintf(t->audit_dir, sizeof(t->audit_dir), "%s/audit", t->data);
+    if (stele_io_posix_create(&t->io) != 0) {
         cli_error(what, "cannot initialise I/O");
         return CLI_EXIT_FAILURE;
     }
-    rc = load_public_key(what, io, audit_dir, o.public_key, pk);
+    rc = load_public_key(what, t->io, t->audit_dir, t->public_key, t->pk);
+    if (rc) {
+        stele_io_destroy(t->io);
+        t->io = NULL;
+    }
+    return rc;
+}
+
+static int audit_verify(int argc, char **argv)
+{
+    static const char what[] = "audit verify";
+    offline_trail t = {0};
+    char text[AUDIT_KEY_FILE_MAX];
+    stele_audit_head expect;
+    int rc = offline_open(argc, argv, what, true, &t);
     if (rc)
-        goto out;
-    if (o.expect_head) {
-        int hrc = read_small_file(o.expect_head, text, sizeof(text));
+        return rc;
+    if (t.expect_head) {
+        int hrc = read_small_file(t.expect_head, text, sizeof(text));
         if (hrc == 0)
-            hrc = stele_audit_head_parse(text, pk, &expect);
+            hrc = stele_audit_head_parse(text, t.pk, &expect);
         if (hrc) {
-            cli_error(what, "--expect-head %s: %s", o.expect_head,
+            cli_error(what, "--expect-head %s: %s", t.expect_head,
                       hrc == -EBADMSG  ? "signature invalid for this public key"
                       : hrc == -EINVAL ? "not a head saved by `stele audit head`"
                                        : strerror(-hrc));
@@ -205,15 +220,15 @@ static int audit_verify(int argc, char **argv)
         }
     }
     stele_audit_summary sum;
-    int problems = stele_audit_verify(io, audit_dir, pk, o.expect_head ? &expect : NULL, on_problem,
-                                      NULL, NULL, &sum);
+    int problems = stele_audit_verify(t.io, t.audit_dir, t.pk, t.expect_head ? &expect : NULL,
+                                      on_problem, NULL, NULL, &sum);
     if (problems < 0) {
-        cli_error(what, "%s: %s", audit_dir,
+        cli_error(what, "%s: %s", t.audit_dir,
                   problems == -ENOENT ? "no audit trail here" : strerror(-problems));
         rc = CLI_EXIT_FAILURE;
         goto out;
     }
-    printf("%s: %s\n", audit_dir, problems ? "DAMAGED" : "intact");
+    printf("%s: %s\n", t.audit_dir, problems ? "DAMAGED" : "intact");
     printf("records %" PRIu64 " (checkpoints %" PRIu64 ") in %" PRIu64
            " segments, last seq %" PRIu64 "\n",
            sum.records, sum.checkpoints, sum.segments, sum.last_seq);
@@ -228,40 +243,28 @@ static int audit_verify(int argc, char **argv)
                 problems == 1 ? "" : "s");
     rc = problems ? CLI_EXIT_FAILURE : CLI_EXIT_OK;
 out:
-    stele_io_destroy(io);
+    stele_io_destroy(t.io);
     return rc;
 }
 
 static int audit_head(int argc, char **argv)
 {
     static const char what[] = "audit head";
-    offline_options o = {0};
-    char audit_dir[4200], text[STELE_AUDIT_HEAD_TEXT_MAX];
-    uint8_t pk[32];
+    offline_trail t = {0};
+    char text[STELE_AUDIT_HEAD_TEXT_MAX];
     stele_audit_head head;
-    stele_io *io = NULL;
-    int rc = parse_offline(argc, argv, what, false, &o);
+    int rc = offline_open(argc, argv, what, false, &t);
     if (rc)
         return rc;
-    if (strlen(o.data) > 4000)
-        return usage_error(what, "--data path too long", NULL);
-    snprintf(audit_dir, sizeof(audit_dir), "%s/audit", o.data);
-    if (stele_io_posix_create(&io) != 0) {
-        cli_error(what, "cannot initialise I/O");
-        return CLI_EXIT_FAILURE;
+    int hrc = stele_audit_head_read(t.io, t.audit_dir, t.pk, &head);
+    if (hrc == 0 && stele_audit_head_format(&head, text, sizeof(text)) > 0) {
+        fputs(text, stdout);
+    } else {
+        cli_error(what, "%s/audit.head: %s", t.audit_dir,
+                  hrc == -EBADMSG ? "damaged or not signed by this key" : strerror(-hrc));
+        rc = CLI_EXIT_FAILURE;
     }
-    rc = load_public_key(what, io, audit_dir, o.public_key, pk);
-    if (rc == CLI_EXIT_OK) {
-        int hrc = stele_audit_head_read(io, audit_dir, pk, &head);
-        if (hrc == 0 && stele_audit_head_format(&head, text, sizeof(text)) > 0) {
-            fputs(text, stdout);
-        } else {
-            cli_error(what, "%s/audit.head: %s", audit_dir,
-                      hrc == -EBADMSG ? "damaged or not signed by this key" : strerror(-hrc));
-            rc = CLI_EXIT_FAILURE;
-        }
-    }
-    stele_io_destroy(io);
+    stele_io_destroy(t.io);
     return rc;
 }
 
@@ -283,17 +286,6 @@ static void url_escape_append(char *target, size_t cap, const char *name, const 
         }
     }
     target[n] = '\0';
-}
-
-/* Copies a server string for the terminal: control characters become '?', capped. */
-static void printable_copy(const char *text, char *out, size_t cap)
-{
-    size_t n = 0;
-    for (; text && text[n] && n + 1 < cap; n++) {
-        unsigned char ch = (unsigned char)text[n];
-        out[n] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
-    }
-    out[n] = '\0';
 }
 
 typedef struct {
@@ -409,16 +401,18 @@ static int print_table(json_t *data)
         char seq[24];
         r->seq = (uint64_t)json_integer_value(json_object_get(ev, "seq"));
         snprintf(seq, sizeof(seq), "%" PRIu64, r->seq);
-        printable_copy(json_string_value(json_object_get(ev, "time")), r->when, sizeof(r->when));
-        printable_copy(json_string_value(json_object_get(ev, "actor")), r->actor, sizeof(r->actor));
-        printable_copy(json_string_value(json_object_get(ev, "action")), r->action,
-                       sizeof(r->action));
-        printable_copy(json_string_value(json_object_get(ev, "subject")), r->subject,
-                       sizeof(r->subject));
-        printable_copy(json_string_value(json_object_get(ev, "outcome")), r->outcome,
-                       sizeof(r->outcome));
-        printable_copy(json_string_value(json_object_get(ev, "details")), r->details,
-                       sizeof(r->details));
+        cli_printable_copy(json_string_value(json_object_get(ev, "time")), r->when,
+                           sizeof(r->when));
+        cli_printable_copy(json_string_value(json_object_get(ev, "actor")), r->actor,
+                           sizeof(r->actor));
+        cli_printable_copy(json_string_value(json_object_get(ev, "action")), r->action,
+                           sizeof(r->action));
+        cli_printable_copy(json_string_value(json_object_get(ev, "subject")), r->subject,
+                           sizeof(r->subject));
+        cli_printable_copy(json_string_value(json_object_get(ev, "outcome")), r->outcome,
+                           sizeof(r->outcome));
+        cli_printable_copy(json_string_value(json_object_get(ev, "details")), r->details,
+                           sizeof(r->details));
         widen(&w_seq, seq);
         widen(&w_when, r->when);
         widen(&w_actor, r->actor);
@@ -514,10 +508,8 @@ static int audit_list(int argc, char **argv)
     if (json_is_integer(next) && !o.json)
         fprintf(stderr, "stele: audit list: more events; continue with --after %" PRIu64 "%s\n",
                 (uint64_t)json_integer_value(next), o.newest ? " --newest" : "");
-    if (fflush(stdout) != 0) {
-        cli_error(what, "cannot write to standard output: %s", strerror(errno));
+    if (cli_flush_stdout(what) != CLI_EXIT_OK)
         rc = CLI_EXIT_FAILURE;
-    }
 out:
     json_decref(answer);
     stele_http_response_free(&resp);

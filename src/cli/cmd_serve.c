@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <sodium.h>
 #include <signal.h>
 #include <stdio.h>
@@ -461,6 +462,15 @@ static int cmd_serve_args(int argc, char **argv)
                   s.http);
         return CLI_EXIT_USAGE;
     }
+
+    /* The server's working memory (heads, request buffers, batches) is freed and needed
+     * again at a steady rhythm. glibc's defaults hand it back to the kernel (trim, and
+     * mmap for anything over 128 KiB) and fault it in again zeroed on the next request:
+     * about 5% of the CPU of sealed-frame ingestion went to clearing fresh pages. Keep
+     * up to 256 MiB per arena and serve allocations up to 32 MiB from the heap. */
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    mallopt(M_TOP_PAD, 16 << 20);
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
 
     int exit_code = CLI_EXIT_FAILURE, lock_fd = -1, rc;
     stele_io *io = NULL;

@@ -167,18 +167,6 @@ static int parse_token_args(int argc, char **argv, token_options *o)
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-/* Copies a server string for the terminal: control characters become '?', and the
- * length is capped. */
-static void printable_copy(const char *text, char *out, size_t cap)
-{
-    size_t n = 0;
-    for (; text && text[n] && n + 1 < cap; n++) {
-        unsigned char ch = (unsigned char)text[n];
-        out[n] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
-    }
-    out[n] = '\0';
-}
-
 /* Sends one request with the auth header (and a JSON body when given). CLI_EXIT_OK
  * with *resp filled, or CLI_EXIT_FAILURE with the error printed. */
 static int token_request(const token_options *o, stele_http_client *client, const char *what,
@@ -305,13 +293,14 @@ static int token_list(const token_options *o, stele_http_client *client)
     for (size_t i = 0; i < count; i++) {
         json_t *item = json_array_get(tokens, i);
         token_row *row = &rows[i];
-        printable_copy(json_string_value(json_object_get(item, "id")), row->id, sizeof(row->id));
-        printable_copy(json_string_value(json_object_get(item, "tenant")), row->tenant,
-                       sizeof(row->tenant));
-        printable_copy(json_string_value(json_object_get(item, "scopes")), row->scopes,
-                       sizeof(row->scopes));
-        printable_copy(json_string_value(json_object_get(item, "created")), row->created,
-                       sizeof(row->created));
+        cli_printable_copy(json_string_value(json_object_get(item, "id")), row->id,
+                           sizeof(row->id));
+        cli_printable_copy(json_string_value(json_object_get(item, "tenant")), row->tenant,
+                           sizeof(row->tenant));
+        cli_printable_copy(json_string_value(json_object_get(item, "scopes")), row->scopes,
+                           sizeof(row->scopes));
+        cli_printable_copy(json_string_value(json_object_get(item, "created")), row->created,
+                           sizeof(row->created));
         row->state = json_is_true(json_object_get(item, "revoked")) ? "revoked" : "active";
         widen(&w_id, row->id);
         widen(&w_tenant, row->tenant);
@@ -325,10 +314,8 @@ static int token_list(const token_options *o, stele_http_client *client)
         printf("%-*s  %-*s  %-*s  %-*s  %s\n", w_id, row->id, w_tenant, row->tenant, w_scopes,
                row->scopes, w_created, row->created, row->state);
     }
-    if (fflush(stdout) != 0) {
-        cli_error(what, "cannot write to standard output: %s", strerror(errno));
+    if (cli_flush_stdout(what) != CLI_EXIT_OK)
         rc = CLI_EXIT_FAILURE;
-    }
 
 done:
     free(rows);

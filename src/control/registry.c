@@ -451,6 +451,17 @@ static int registry__settle(stele_registry *r, const char *id, size_t id_len, de
     }
 }
 
+/* registry__settle for a mutation of a device that must exist: -ENOENT when it does not
+ * (or its add never became durable). */
+static int registry__settle_known(stele_registry *r, const char *id, size_t id_len,
+                                  device_entry **entry)
+{
+    int rc = registry__settle(r, id, id_len, entry);
+    if (rc == 0 && !(*entry && (*entry)->visible))
+        rc = -ENOENT;
+    return rc;
+}
+
 /* Writes the pending batch and applies it: the writer's part. Called with commit_lock
  * held and no writer active; drops the lock for the I/O only. */
 static void registry__write_batch(stele_registry *r)
@@ -503,15 +514,18 @@ static void registry__write_batch(stele_registry *r)
     pthread_cond_broadcast(&r->commit_cond);
 }
 
-/* Queues req (its entry settled by registry__settle, for an add the id's ghost entry or
- * NULL) and returns once its batch is durable and applied (0) or failed (-EIO); or
+/* Queues req for e, the device's entry as registry__settle left it (for an add the id's
+ * ghost entry, to reuse, or NULL), and returns once its batch is durable and applied (0:
+ * the device's info just after it goes into info_out, if not NULL) or failed (-EIO); or
  * -EFBIG / -ENOMEM without queuing it. Caller holds commit_lock throughout. */
-static int registry__submit(stele_registry *r, registry_request *req)
+static int registry__submit(stele_registry *r, registry_request *req, device_entry *e,
+                            stele_device_info *info_out)
 {
     uint8_t *at = r->pending_buf + r->pending_len;
     size_t size = registry_log__encode(&req->rec, r->pending_offset, at);
     int rc = 0;
 
+    req->entry = e;
     assert(r->pending_len + size <= REGISTRY_BATCH_MAX_BYTES);
     assert(req->rec.type == REGISTRY_RECORD_ADD ||
            registry__contradiction(r, req->entry, &req->rec) == NULL);
@@ -535,6 +549,8 @@ static int registry__submit(stele_registry *r, registry_request *req)
         else
             pthread_cond_wait(&r->commit_cond, &r->commit_lock);
     }
+    if (req->rc == 0 && info_out)
+        *info_out = req->info;
     return req->rc;
 }
 
@@ -548,14 +564,50 @@ static void request_init(registry_request *req, uint32_t type, const char *id, s
 
 /* ---- mutations ------------------------------------------------------------------ */
 
+/* What add and reenroll share: their record carries a fresh enrollment token. req has
+ * the record's own fields (its id, and for an add the tenant and cohort). The token is
+ * made before commit_lock is taken; only its hash goes into the record and the log, and
+ * its text reaches token_out (STELE_ENROLL_TOKEN_LEN + 1 bytes) only once the record is
+ * durable. */
+static int registry__submit_with_token(stele_registry *r, registry_request *req, char *token_out,
+                                       stele_device_info *info_out)
+{
+    char token[STELE_ENROLL_TOKEN_LEN + 1];
+    device_entry *e = NULL;
+    int rc = 0;
+
+    token_issue(token, req->rec.token_hash);
+    pthread_mutex_lock(&r->commit_lock);
+    rc = registry__settle(r, req->rec.id, req->rec.id_len, &e);
+    if (rc < 0)
+        goto out;
+    /* An add needs an id not taken, and room; a reenroll, a device that exists. */
+    bool known = e && e->visible;
+    if (req->rec.type == REGISTRY_RECORD_REENROLL)
+        rc = known ? 0 : -ENOENT;
+    else if (known)
+        rc = -EEXIST;
+    else if (r->order_count + r->adds_in_flight >= REGISTRY_MAX_DEVICES)
+        rc = -ENOSPC;
+    if (rc < 0)
+        goto out;
+    req->rec.time_ns = registry__now(r);
+    req->rec.expires_ns = add_saturated(req->rec.time_ns, r->opts.enroll_ttl_ns);
+    /* For an add, e is an earlier failed add's entry, to reuse, or NULL. */
+    rc = registry__submit(r, req, e, info_out);
+out:
+    pthread_mutex_unlock(&r->commit_lock);
+    if (rc == 0)
+        memcpy(token_out, token, sizeof(token)); /* the only copy in clear, now the caller's */
+    sodium_memzero(token, sizeof(token));
+    sodium_memzero(req->rec.token_hash, sizeof(req->rec.token_hash));
+    return rc;
+}
+
 int stele_registry_add(stele_registry *r, const char *id, const char *tenant, const char *cohort,
                        char *token_out, size_t token_cap, stele_device_info *info_out)
 {
-    char token[STELE_ENROLL_TOKEN_LEN + 1];
     registry_request req;
-    device_entry *e = NULL;
-    bool locked = false;
-    int rc = 0;
 
     if (token_out && token_cap > 0)
         token_out[0] = '\0';
@@ -571,39 +623,7 @@ int stele_registry_add(stele_registry *r, const char *id, const char *tenant, co
     request_init(&req, REGISTRY_RECORD_ADD, id, id_len);
     snprintf(req.rec.tenant, sizeof(req.rec.tenant), "%s", tenant);
     memcpy(req.rec.cohort, cohort, cohort_len);
-    token_issue(token, req.rec.token_hash);
-
-    pthread_mutex_lock(&r->commit_lock);
-    locked = true;
-    rc = registry__settle(r, id, id_len, &e);
-    if (rc < 0)
-        goto fail;
-    if (e && e->visible) {
-        rc = -EEXIST;
-        goto fail;
-    }
-    if (r->order_count + r->adds_in_flight >= REGISTRY_MAX_DEVICES) {
-        rc = -ENOSPC;
-        goto fail;
-    }
-    req.rec.time_ns = registry__now(r);
-    req.rec.expires_ns = add_saturated(req.rec.time_ns, r->opts.enroll_ttl_ns);
-    req.entry = e; /* an earlier failed add's entry, to reuse, or NULL */
-    rc = registry__submit(r, &req);
-    if (rc < 0)
-        goto fail;
-    pthread_mutex_unlock(&r->commit_lock);
-    locked = false;
-
-    memcpy(token_out, token, sizeof(token)); /* the only copy in clear, now the caller's */
-    if (info_out)
-        *info_out = req.info;
-fail:
-    if (locked)
-        pthread_mutex_unlock(&r->commit_lock);
-    sodium_memzero(token, sizeof(token));
-    sodium_memzero(req.rec.token_hash, sizeof(req.rec.token_hash));
-    return rc;
+    return registry__submit_with_token(r, &req, token_out, info_out);
 }
 
 int stele_registry_enroll(stele_registry *r, const char *id, const char *token, size_t token_len,
@@ -634,13 +654,9 @@ int stele_registry_enroll(stele_registry *r, const char *id, const char *token, 
     memcpy(req.rec.firmware, firmware, firmware_len);
 
     pthread_mutex_lock(&r->commit_lock);
-    rc = registry__settle(r, id, id_len, &e);
+    rc = registry__settle_known(r, id, id_len, &e);
     if (rc < 0)
         goto out;
-    if (!e || !e->visible) {
-        rc = -ENOENT;
-        goto out;
-    }
     int64_t now = registry__now(r);
     bool pending = e->info.state == STELE_DEVICE_PENDING;
     unsigned mismatch =
@@ -656,10 +672,7 @@ int stele_registry_enroll(stele_registry *r, const char *id, const char *token, 
     }
     req.rec.time_ns = now;
     req.rec.key_id = e->info.last_key_id + 1;
-    req.entry = e;
-    rc = registry__submit(r, &req);
-    if (rc == 0 && info_out)
-        *info_out = req.info;
+    rc = registry__submit(r, &req, e, info_out);
 out:
     pthread_mutex_unlock(&r->commit_lock);
     sodium_memzero(presented, sizeof(presented));
@@ -680,13 +693,9 @@ static int registry__change_state(stele_registry *r, const char *id, uint32_t ty
     request_init(&req, type, id, id_len);
 
     pthread_mutex_lock(&r->commit_lock);
-    rc = registry__settle(r, id, id_len, &e);
+    rc = registry__settle_known(r, id, id_len, &e);
     if (rc < 0)
         goto out;
-    if (!e || !e->visible) {
-        rc = -ENOENT;
-        goto out;
-    }
     stele_device_state state = e->info.state;
     stele_device_state target = type == REGISTRY_RECORD_REVOKE       ? STELE_DEVICE_REVOKED
                                 : type == REGISTRY_RECORD_QUARANTINE ? STELE_DEVICE_QUARANTINED
@@ -704,10 +713,7 @@ static int registry__change_state(stele_registry *r, const char *id, uint32_t ty
         goto out;
     }
     req.rec.time_ns = registry__now(r);
-    req.entry = e;
-    rc = registry__submit(r, &req);
-    if (rc == 0 && info_out)
-        *info_out = req.info;
+    rc = registry__submit(r, &req, e, info_out);
 out:
     pthread_mutex_unlock(&r->commit_lock);
     return rc;
@@ -731,11 +737,7 @@ int stele_registry_release(stele_registry *r, const char *id, stele_device_info 
 int stele_registry_reenroll(stele_registry *r, const char *id, char *token_out, size_t token_cap,
                             stele_device_info *info_out)
 {
-    char token[STELE_ENROLL_TOKEN_LEN + 1];
     registry_request req;
-    device_entry *e = NULL;
-    bool locked = false;
-    int rc = 0;
 
     if (token_out && token_cap > 0)
         token_out[0] = '\0';
@@ -744,35 +746,7 @@ int stele_registry_reenroll(stele_registry *r, const char *id, char *token_out, 
         !stele_device_id_valid(id, id_len))
         return -EINVAL;
     request_init(&req, REGISTRY_RECORD_REENROLL, id, id_len);
-    token_issue(token, req.rec.token_hash);
-
-    pthread_mutex_lock(&r->commit_lock);
-    locked = true;
-    rc = registry__settle(r, id, id_len, &e);
-    if (rc < 0)
-        goto fail;
-    if (!e || !e->visible) {
-        rc = -ENOENT;
-        goto fail;
-    }
-    req.rec.time_ns = registry__now(r);
-    req.rec.expires_ns = add_saturated(req.rec.time_ns, r->opts.enroll_ttl_ns);
-    req.entry = e;
-    rc = registry__submit(r, &req);
-    if (rc < 0)
-        goto fail;
-    pthread_mutex_unlock(&r->commit_lock);
-    locked = false;
-
-    memcpy(token_out, token, sizeof(token)); /* the only copy in clear, now the caller's */
-    if (info_out)
-        *info_out = req.info;
-fail:
-    if (locked)
-        pthread_mutex_unlock(&r->commit_lock);
-    sodium_memzero(token, sizeof(token));
-    sodium_memzero(req.rec.token_hash, sizeof(req.rec.token_hash));
-    return rc;
+    return registry__submit_with_token(r, &req, token_out, info_out);
 }
 
 static bool key_equal(const stele_device_key *k, uint8_t alg, const uint8_t public_key[32])
@@ -799,13 +773,9 @@ int stele_registry_rotate(stele_registry *r, const char *id, uint32_t old_key_id
     req.rec.deadline_ns = overlap_deadline_ns;
 
     pthread_mutex_lock(&r->commit_lock);
-    rc = registry__settle(r, id, id_len, &e);
+    rc = registry__settle_known(r, id, id_len, &e);
     if (rc < 0)
         goto out;
-    if (!e || !e->visible) {
-        rc = -ENOENT;
-        goto out;
-    }
     const stele_device_info *d = &e->info;
     if (d->state != STELE_DEVICE_ACTIVE && d->state != STELE_DEVICE_QUARANTINED) {
         rc = -EPERM;
@@ -836,10 +806,7 @@ int stele_registry_rotate(stele_registry *r, const char *id, uint32_t old_key_id
     }
     req.rec.time_ns = now;
     req.rec.key_id = d->last_key_id + 1;
-    req.entry = e;
-    rc = registry__submit(r, &req);
-    if (rc == 0 && info_out)
-        *info_out = req.info;
+    rc = registry__submit(r, &req, e, info_out);
 out:
     pthread_mutex_unlock(&r->commit_lock);
     return rc;
@@ -858,13 +825,9 @@ int stele_registry_promote_key(stele_registry *r, const char *id, uint32_t key_i
     req.rec.key_id = key_id;
 
     pthread_mutex_lock(&r->commit_lock);
-    rc = registry__settle(r, id, id_len, &e);
+    rc = registry__settle_known(r, id, id_len, &e);
     if (rc < 0)
         goto out;
-    if (!e || !e->visible) {
-        rc = -ENOENT;
-        goto out;
-    }
     const stele_device_info *d = &e->info;
     if (d->key.key_id == key_id && d->next.key_id == 0)
         goto out; /* done already */
@@ -874,8 +837,7 @@ int stele_registry_promote_key(stele_registry *r, const char *id, uint32_t key_i
         goto out;
     }
     req.rec.time_ns = registry__now(r);
-    req.entry = e;
-    rc = registry__submit(r, &req);
+    rc = registry__submit(r, &req, e, NULL);
 out:
     pthread_mutex_unlock(&r->commit_lock);
     return rc;

@@ -196,6 +196,11 @@ void tsdb_view_acquire_all(stele_tsdb *db, tsdb_head **active, tsdb_head **froze
 /* Replaces the published block set (and optionally retires the frozen head). */
 static void tsdb_publish(stele_tsdb *db, block_set *next, bool drop_frozen)
 {
+    /* The write path reads `frozen` under append_mu (to refuse writes while a full head
+     * is still being flushed); readers under view_mu. Clearing it takes both, in the
+     * documented order. */
+    if (drop_frozen)
+        pthread_mutex_lock(&db->append_mu);
     pthread_mutex_lock(&db->view_mu);
     block_set *old = db->blocks;
     db->blocks = next;
@@ -205,6 +210,8 @@ static void tsdb_publish(stele_tsdb *db, block_set *next, bool drop_frozen)
         db->frozen = NULL;
     }
     pthread_mutex_unlock(&db->view_mu);
+    if (drop_frozen)
+        pthread_mutex_unlock(&db->append_mu);
     block_set_release(old);
     head_unref(frozen);
 }

@@ -37,6 +37,8 @@
 #include "stele/audit.h"
 #include "stele/io.h"
 
+#include "test_util.h"
+
 #define NS INT64_C(1000000000)
 #define SEG_HEADER 80
 #define REC_HEADER 24
@@ -888,14 +890,6 @@ static uint64_t first_seed(void)
     return env ? strtoull(env, NULL, 10) : 1;
 }
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static void test_power_cut_during_concurrent_appends(void **state)
 {
     (void)state;
@@ -910,8 +904,8 @@ static void test_power_cut_during_concurrent_appends(void **state)
         /* fsyncs that take time, so that cuts land inside batches */
         slow_io slow = {.base = {.ops = &slow_ops}, .inner = fault};
         stele_io *io = &slow.base;
-        stele_audit_options o = {.segment_bytes = 4096 + rng_next(&rng) % 60000,
-                                 .checkpoint_records = 1 + (uint32_t)(rng_next(&rng) % 50)};
+        stele_audit_options o = {.segment_bytes = 4096 + test_rng_next(&rng) % 60000,
+                                 .checkpoint_records = 1 + (uint32_t)(test_rng_next(&rng) % 50)};
         stele_audit *a = open_with(io, &o);
         cr_scan s = {.seed = seed};
         s.subject_seq = calloc(cr_index(3, 0, 0), sizeof(uint64_t));
@@ -924,8 +918,8 @@ static void test_power_cut_during_concurrent_appends(void **state)
                 args[cycle][t].cycle = cycle;
                 pthread_create(&th[t], NULL, cr_main, &args[cycle][t]);
             }
-            usleep((useconds_t)(500 + rng_next(&rng) % 15000));
-            stele_io_fault_power_cut(fault, (enum stele_fault_cut_mode)(rng_next(&rng) % 3));
+            usleep((useconds_t)(500 + test_rng_next(&rng) % 15000));
+            stele_io_fault_power_cut(fault, (enum stele_fault_cut_mode)(test_rng_next(&rng) % 3));
             for (int t = 0; t < CR_THREADS; t++)
                 args[cycle][t].stop = 1;
             for (int t = 0; t < CR_THREADS; t++)
@@ -1297,14 +1291,14 @@ static void test_list_filters_against_model(void **state)
     stele_audit *a = open_with(io, &o);
     for (int i = 0; i < LM_EVENTS; i++) {
         /* Mostly forward, sometimes the clock steps back. */
-        fake_now += (int64_t)(rng_next(&rng) % (10 * NS));
-        if (rng_next(&rng) % 40 == 0)
+        fake_now += (int64_t)(test_rng_next(&rng) % (10 * NS));
+        if (test_rng_next(&rng) % 40 == 0)
             fake_now -= 30 * NS;
         model_event *e = &lm[i];
-        snprintf(e->actor, sizeof(e->actor), "%s", actors[rng_next(&rng) % 3]);
-        snprintf(e->action, sizeof(e->action), "%s", actions[rng_next(&rng) % 5]);
-        int dev = (int)(rng_next(&rng) % 12);
-        if (rng_next(&rng) % 4)
+        snprintf(e->actor, sizeof(e->actor), "%s", actors[test_rng_next(&rng) % 3]);
+        snprintf(e->action, sizeof(e->action), "%s", actions[test_rng_next(&rng) % 5]);
+        int dev = (int)(test_rng_next(&rng) % 12);
+        if (test_rng_next(&rng) % 4)
             snprintf(e->subject, sizeof(e->subject), "device:d%d", dev);
         else
             snprintf(e->subject, sizeof(e->subject), "token:%d", dev);
@@ -1320,34 +1314,36 @@ static void test_list_filters_against_model(void **state)
     for (int trial = 0; trial < 3000; trial++) {
         stele_audit_filter f = {0};
         char subject[24];
-        if (rng_next(&rng) % 3 == 0) {
-            snprintf(subject, sizeof(subject), "device:d%d", (int)(rng_next(&rng) % 13));
+        if (test_rng_next(&rng) % 3 == 0) {
+            snprintf(subject, sizeof(subject), "device:d%d", (int)(test_rng_next(&rng) % 13));
             f.subject = subject;
         }
-        if (rng_next(&rng) % 5 == 0)
-            f.subject_prefix = subject_prefixes[rng_next(&rng) % 4];
-        if (rng_next(&rng) % 4 == 0)
-            f.action = actions[rng_next(&rng) % 5];
-        if (rng_next(&rng) % 4 == 0)
-            f.action_prefix = prefixes[rng_next(&rng) % 5];
-        if (rng_next(&rng) % 4 == 0)
-            f.actor = actors[rng_next(&rng) % 3];
+        if (test_rng_next(&rng) % 5 == 0)
+            f.subject_prefix = subject_prefixes[test_rng_next(&rng) % 4];
+        if (test_rng_next(&rng) % 4 == 0)
+            f.action = actions[test_rng_next(&rng) % 5];
+        if (test_rng_next(&rng) % 4 == 0)
+            f.action_prefix = prefixes[test_rng_next(&rng) % 5];
+        if (test_rng_next(&rng) % 4 == 0)
+            f.actor = actors[test_rng_next(&rng) % 3];
         /* bounds anywhere, or exactly on an event's time (the edge cases) */
-        if (rng_next(&rng) % 3 == 0)
-            f.since_ns = rng_next(&rng) % 2
-                             ? lm[rng_next(&rng) % LM_EVENTS].time_ns
-                             : t0 - NS + (int64_t)(rng_next(&rng) % (uint64_t)(t1 - t0 + 2 * NS));
-        if (rng_next(&rng) % 3 == 0)
-            f.until_ns = rng_next(&rng) % 2
-                             ? lm[rng_next(&rng) % LM_EVENTS].time_ns
-                             : t0 - NS + (int64_t)(rng_next(&rng) % (uint64_t)(t1 - t0 + 2 * NS));
-        if (rng_next(&rng) % 3 == 0)
-            f.after_seq = rng_next(&rng) % (last + 2);
-        if (rng_next(&rng) % 4 == 0)
-            f.before_seq = 1 + rng_next(&rng) % (last + 2);
-        if (rng_next(&rng) % 2)
-            f.limit = rng_next(&rng) % 25;
-        f.newest_first = rng_next(&rng) % 2;
+        if (test_rng_next(&rng) % 3 == 0)
+            f.since_ns =
+                test_rng_next(&rng) % 2
+                    ? lm[test_rng_next(&rng) % LM_EVENTS].time_ns
+                    : t0 - NS + (int64_t)(test_rng_next(&rng) % (uint64_t)(t1 - t0 + 2 * NS));
+        if (test_rng_next(&rng) % 3 == 0)
+            f.until_ns =
+                test_rng_next(&rng) % 2
+                    ? lm[test_rng_next(&rng) % LM_EVENTS].time_ns
+                    : t0 - NS + (int64_t)(test_rng_next(&rng) % (uint64_t)(t1 - t0 + 2 * NS));
+        if (test_rng_next(&rng) % 3 == 0)
+            f.after_seq = test_rng_next(&rng) % (last + 2);
+        if (test_rng_next(&rng) % 4 == 0)
+            f.before_seq = 1 + test_rng_next(&rng) % (last + 2);
+        if (test_rng_next(&rng) % 2)
+            f.limit = test_rng_next(&rng) % 25;
+        f.newest_first = test_rng_next(&rng) % 2;
 
         list_out want = {0};
         for (int k = 0; k < LM_EVENTS; k++) {
@@ -1534,61 +1530,11 @@ static void test_time_syntax(void **state)
 
 /* ---- test vector (docs/format/audit.md) ------------------------------------------- */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* Reads the hex between "<!-- vector:NAME -->" and "<!-- end -->" in the format doc. */
-static size_t doc_vector(const char *name, uint8_t *out, size_t cap)
-{
-    char path[1024], marker[128];
-    const char *src = getenv("STELE_SOURCE_DIR");
-    if (src && *src) {
-        snprintf(path, sizeof(path), "%s/docs/format/audit.md", src);
-    } else { /* the repository, from this file's path as the compiler saw it */
-        snprintf(path, sizeof(path), "%s", __FILE__);
-        char *cut = strstr(path, "tests/unit/test_audit.c");
-        snprintf(cut ? cut : path, sizeof(path) - (size_t)(cut ? cut - path : 0),
-                 "%sdocs/format/audit.md", cut ? "" : "../");
-    }
-    FILE *f = fopen(path, "r");
-    if (!f)
-        fail_msg("cannot open %s (set STELE_SOURCE_DIR)", path);
-    static char text[1 << 16];
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    snprintf(marker, sizeof(marker), "<!-- vector:%s -->", name);
-    const char *p = strstr(text, marker), *end = p ? strstr(p, "<!-- end -->") : NULL;
-    if (!p || !end)
-        fail_msg("%s: no vector %s", path, name);
-    size_t len = 0;
-    int hi = -1;
-    for (p += strlen(marker); p < end; p++) {
-        int v = hexval(*p);
-        if (v < 0)
-            continue;
-        if (hi < 0) {
-            hi = v;
-        } else {
-            assert_true(len < cap);
-            out[len++] = (uint8_t)(hi * 16 + v);
-            hi = -1;
-        }
-    }
-    return len;
-}
-
-static void print_hex(const char *name, const uint8_t *b, size_t n)
+/* Prints a vector in the document's layout, ready to paste into docs/format/audit.md. */
+static void print_doc_vector(const char *name, const uint8_t *b, size_t n)
 {
     printf("<!-- vector:%s -->\n```\n", name);
-    for (size_t i = 0; i < n; i++)
-        printf("%02x%s", b[i], i % 16 == 15 || i + 1 == n ? "\n" : " ");
+    test_print_hex(stdout, b, n, 16, " ");
     printf("```\n<!-- end -->\n");
 }
 
@@ -1615,13 +1561,13 @@ static void test_vector_matches_the_doc(void **state)
     size_t slen = load(io, "audit/audit-000001.log", &seg);
     size_t hlen = load(io, "audit/audit.head", &head);
     if (getenv("STELE_PRINT_VECTOR")) {
-        print_hex("audit-segment", seg, slen);
-        print_hex("audit-head", head, hlen);
+        print_doc_vector("audit-segment", seg, slen);
+        print_doc_vector("audit-head", head, hlen);
     }
-    size_t wlen = doc_vector("audit-segment", want, sizeof(want));
+    size_t wlen = test_doc_vector("audit.md", "vector:audit-segment", want, sizeof(want));
     assert_int_equal(wlen, slen);
     assert_memory_equal(want, seg, slen);
-    wlen = doc_vector("audit-head", want, sizeof(want));
+    wlen = test_doc_vector("audit.md", "vector:audit-head", want, sizeof(want));
     assert_int_equal(wlen, hlen);
     assert_memory_equal(want, head, hlen);
     /* and it verifies with the vector's public key */

@@ -18,6 +18,8 @@
 #include "stele/codec.h"
 #include "stele/varint.h"
 
+#include "test_util.h"
+
 #include <errno.h>
 #include <float.h>
 #include <inttypes.h>
@@ -62,10 +64,7 @@ static uint64_t g_rng;
 
 static uint64_t rnd(void)
 {
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    return test_rng_next(&g_rng);
 }
 
 static uint64_t rnd_below(uint64_t n)

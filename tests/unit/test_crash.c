@@ -34,6 +34,8 @@
 #include "stele/io.h"
 #include "stele/tsdb.h"
 
+#include "test_util.h"
+
 #define NS INT64_C(1000000000)
 #define HOUR (3600 * NS)
 #define T0 (INT64_C(1750000000) * NS)
@@ -47,14 +49,6 @@ typedef struct {
     int64_t issues;
     pthread_mutex_t mu;
 } model;
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static int64_t fake_now(void *ctx)
 {
@@ -107,8 +101,8 @@ static int write_batch_lane(stele_tsdb *db, stele_batch *b, model *m, uint64_t *
         return -ENOSPC;
     }
     for (int i = 0; i < n; i++) {
-        int series = lane + lanes * (int)(rng_next(rng) % (SERIES / lanes));
-        int slot = (int)(rng_next(rng) % SLOTS);
+        int series = lane + lanes * (int)(test_rng_next(rng) % (SERIES / lanes));
+        int slot = (int)(test_rng_next(rng) % SLOTS);
         cells[i] = series * SLOTS + slot;
         m->issue_cell[m->issues] = (uint32_t)cells[i];
         add_point(b, series, slot, m->issues++);
@@ -246,15 +240,16 @@ static void run_fault_seed(uint64_t seed)
     stele_tsdb *db = reopen(io, seed, 0);
     for (int cycle = 1; cycle <= 4; cycle++) {
         /* Schedule one fault somewhere in the next stretch of work. */
-        enum stele_fault_op op = rng_next(&rng) % 2 ? STELE_FAULT_OP_WRITE : STELE_FAULT_OP_FSYNC;
-        int errno_value = rng_next(&rng) % 3 == 0 ? ENOSPC : EIO;
-        stele_io_fault_fail_after(io, op, 1 + rng_next(&rng) % 40, errno_value);
-        int steps = 10 + (int)(rng_next(&rng) % 30);
+        enum stele_fault_op op =
+            test_rng_next(&rng) % 2 ? STELE_FAULT_OP_WRITE : STELE_FAULT_OP_FSYNC;
+        int errno_value = test_rng_next(&rng) % 3 == 0 ? ENOSPC : EIO;
+        stele_io_fault_fail_after(io, op, 1 + test_rng_next(&rng) % 40, errno_value);
+        int steps = 10 + (int)(test_rng_next(&rng) % 30);
         for (int step = 0; step < steps; step++) {
-            uint64_t what = rng_next(&rng) % 10;
+            uint64_t what = test_rng_next(&rng) % 10;
             int rc;
             if (what < 7)
-                rc = write_batch(db, b, m, &rng, 1 + (int)(rng_next(&rng) % 60));
+                rc = write_batch(db, b, m, &rng, 1 + (int)(test_rng_next(&rng) % 60));
             else if (what < 9)
                 rc = stele_tsdb_flush(db);
             else
@@ -262,7 +257,7 @@ static void run_fault_seed(uint64_t seed)
             if (rc)
                 break; /* the machine dies at the first failure */
         }
-        enum stele_fault_cut_mode mode = (enum stele_fault_cut_mode)(rng_next(&rng) % 3);
+        enum stele_fault_cut_mode mode = (enum stele_fault_cut_mode)(test_rng_next(&rng) % 3);
         stele_io_fault_power_cut(io, mode);
         stele_tsdb_close(db);
         db = reopen(io, seed, cycle);
@@ -300,8 +295,8 @@ static void *writer_main(void *p)
     if (stele_batch_create(&b))
         return NULL;
     while (!w->stop)
-        if (write_batch_lane(w->db, b, w->m, &w->rng, 1 + (int)(rng_next(&w->rng) % 40), w->lane,
-                             2) != 0 &&
+        if (write_batch_lane(w->db, b, w->m, &w->rng, 1 + (int)(test_rng_next(&w->rng) % 40),
+                             w->lane, 2) != 0 &&
             stele_tsdb_health(w->db) != 0)
             break;
     stele_batch_destroy(b);
@@ -335,12 +330,12 @@ static void test_power_cut_during_concurrent_writes(void **state)
             worker_arg args[3];
             pthread_t threads[3];
             for (int i = 0; i < 3; i++) {
-                args[i] =
-                    (worker_arg){.db = db, .m = m, .rng = rng_next(&rng), .lane = i % 2, .stop = 0};
+                args[i] = (worker_arg){
+                    .db = db, .m = m, .rng = test_rng_next(&rng), .lane = i % 2, .stop = 0};
                 pthread_create(&threads[i], NULL, i < 2 ? writer_main : flusher_main, &args[i]);
             }
-            usleep((useconds_t)(1000 + rng_next(&rng) % 20000));
-            stele_io_fault_power_cut(io, (enum stele_fault_cut_mode)(rng_next(&rng) % 3));
+            usleep((useconds_t)(1000 + test_rng_next(&rng) % 20000));
+            stele_io_fault_power_cut(io, (enum stele_fault_cut_mode)(test_rng_next(&rng) % 3));
             for (int i = 0; i < 3; i++)
                 args[i].stop = 1;
             for (int i = 0; i < 3; i++)

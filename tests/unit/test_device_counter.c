@@ -22,62 +22,7 @@
 #include "stele/device.h"
 #include "stele/io.h"
 
-typedef struct {
-    stele_io *io;
-} slot_store;
-
-static void slot_path(int slot, char *buf, size_t cap)
-{
-    snprintf(buf, cap, "dev/counter.%d", slot);
-}
-
-static int slot_read(void *ctx, int slot, uint8_t *buf, size_t len)
-{
-    slot_store *s = ctx;
-    char path[64];
-    slot_path(slot, path, sizeof(path));
-    stele_file *f;
-    int rc = stele_io_open(s->io, path, STELE_IO_READ, &f);
-    if (rc)
-        return rc;
-    uint64_t size = 0;
-    rc = stele_io_size(f, &size);
-    if (rc == 0 && size != len)
-        rc = -EBADMSG;
-    if (rc == 0)
-        rc = stele_io_pread_full(f, buf, len, 0);
-    stele_io_close(f);
-    return rc;
-}
-
-static int slot_write(void *ctx, int slot, const uint8_t *buf, size_t len)
-{
-    slot_store *s = ctx;
-    char path[64];
-    slot_path(slot, path, sizeof(path));
-    stele_file *f;
-    int rc =
-        stele_io_open(s->io, path, STELE_IO_READWRITE | STELE_IO_CREATE | STELE_IO_TRUNCATE, &f);
-    if (rc)
-        return rc;
-    rc = stele_io_pwrite(f, buf, len, 0);
-    if (rc == 0)
-        rc = stele_io_fsync(f);
-    int crc = stele_io_close(f);
-    if (rc == 0)
-        rc = crc;
-    if (rc == 0)
-        rc = stele_io_fsync_dir(s->io, "dev");
-    return rc;
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+#include "test_util.h"
 
 static void erase(stele_io *io)
 {
@@ -92,11 +37,11 @@ static void run_seed(uint64_t seed, int *refusals)
     stele_io *io;
     assert_int_equal(stele_io_fault_create(seed, &io), 0);
     assert_int_equal(stele_io_mkdir_durable(io, "dev"), 0);
-    slot_store s = {.io = io};
-    stele_counter_storage st = {.read = slot_read, .write = slot_write, .ctx = &s};
+    test_slot_files s = {.io = io, .dir = "dev", .name = "counter"};
+    stele_counter_storage st = {.read = test_slot_read, .write = test_slot_write, .ctx = &s};
     uint64_t max_handed = 0; /* of the current key */
     int key = 0;
-    uint32_t block = (uint32_t)(1 + rng_next(&rng) % 64);
+    uint32_t block = (uint32_t)(1 + test_rng_next(&rng) % 64);
     for (int cycle = 0; cycle < 60; cycle++) {
         stele_counter c;
         int rc = stele_counter_open(&c, &st, block);
@@ -112,11 +57,11 @@ static void run_seed(uint64_t seed, int *refusals)
         } else {
             assert_int_equal(rc, 0);
         }
-        if (rng_next(&rng) % 3 == 0)
+        if (test_rng_next(&rng) % 3 == 0)
             stele_io_fault_fail_after(
-                io, rng_next(&rng) % 2 ? STELE_FAULT_OP_WRITE : STELE_FAULT_OP_FSYNC,
-                1 + rng_next(&rng) % 6, rng_next(&rng) % 2 ? EIO : ENOSPC);
-        int n = (int)(rng_next(&rng) % 200);
+                io, test_rng_next(&rng) % 2 ? STELE_FAULT_OP_WRITE : STELE_FAULT_OP_FSYNC,
+                1 + test_rng_next(&rng) % 6, test_rng_next(&rng) % 2 ? EIO : ENOSPC);
+        int n = (int)(test_rng_next(&rng) % 200);
         for (int i = 0; i < n; i++) {
             uint64_t v;
             if (stele_counter_next(&c, &v) != 0)
@@ -127,7 +72,7 @@ static void run_seed(uint64_t seed, int *refusals)
                          seed, cycle, key, v, max_handed);
             max_handed = v;
         }
-        stele_io_fault_power_cut(io, (enum stele_fault_cut_mode)(rng_next(&rng) % 3));
+        stele_io_fault_power_cut(io, (enum stele_fault_cut_mode)(test_rng_next(&rng) % 3));
     }
     stele_io_destroy(io);
 }

@@ -37,62 +37,7 @@
 #include "stele/io.h"
 #include "stele/keyproof.h"
 
-/* ---- slots on the fault-injecting file system ------------------------------------ */
-
-typedef struct {
-    stele_io *io;
-    int torn_reads; /* slots found holding something other than a whole record */
-} fs_slots;
-
-static int fs_read(void *ctx, int slot, uint8_t *buf, size_t len)
-{
-    fs_slots *s = ctx;
-    char path[64];
-    snprintf(path, sizeof(path), "dev/identity.%d", slot);
-    stele_file *f;
-    int rc = stele_io_open(s->io, path, STELE_IO_READ, &f);
-    if (rc)
-        return rc;
-    uint64_t size = 0;
-    rc = stele_io_size(f, &size);
-    if (rc == 0 && size != len) {
-        s->torn_reads++;
-        rc = -EBADMSG;
-    }
-    if (rc == 0)
-        rc = stele_io_pread_full(f, buf, len, 0);
-    stele_io_close(f);
-    return rc;
-}
-
-static int fs_write(void *ctx, int slot, const uint8_t *buf, size_t len)
-{
-    fs_slots *s = ctx;
-    char path[64];
-    snprintf(path, sizeof(path), "dev/identity.%d", slot);
-    stele_file *f;
-    int rc =
-        stele_io_open(s->io, path, STELE_IO_READWRITE | STELE_IO_CREATE | STELE_IO_TRUNCATE, &f);
-    if (rc)
-        return rc;
-    rc = stele_io_pwrite(f, buf, len, 0);
-    if (rc == 0)
-        rc = stele_io_fsync(f);
-    int crc = stele_io_close(f);
-    if (rc == 0)
-        rc = crc;
-    if (rc == 0)
-        rc = stele_io_fsync_dir(s->io, "dev");
-    return rc;
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+#include "test_util.h"
 
 /* ---- the model ------------------------------------------------------------------- */
 
@@ -286,7 +231,7 @@ static int life_rotate(life *l, stele_identity *id, uint64_t *rng)
             return 0;
         LIFE_FAIL(l, "the server refused the rotation request (old key id %u)", id->current.key_id);
     }
-    if (rng_next(rng) % 4 == 0) {
+    if (test_rng_next(rng) % 4 == 0) {
         l->lost_answers++;
         return 0; /* the answer is lost: retried later */
     }
@@ -313,7 +258,7 @@ static void run_seed(uint64_t seed, life_totals *t)
     stele_io *io;
     assert_int_equal(stele_io_fault_create(seed, &io), 0);
     assert_int_equal(stele_io_mkdir_durable(io, "dev"), 0);
-    fs_slots s = {.io = io};
+    test_slot_files s = {.io = io, .dir = "dev", .name = "identity"};
     if (seed % 4 == 0) {
         /* The very first write torn to nothing (a durable empty slot): the store must
          * refuse to open, and the device makes its key anew (keygen --force). */
@@ -324,16 +269,16 @@ static void run_seed(uint64_t seed, life_totals *t)
         stele_io_close(f);
         assert_int_equal(stele_io_fsync_dir(io, "dev"), 0);
     }
-    stele_identity_storage st = {.read = fs_read, .write = fs_write, .ctx = &s};
+    stele_identity_storage st = {.read = test_slot_read, .write = test_slot_write, .ctx = &s};
     life l = {.seed = seed, .clock = INT64_C(1764000000000000000)};
     for (l.cycle = 0; l.cycle < 60; l.cycle++) {
         stele_identity id;
         l.clock += 1000000000;
         /* Faults for this life: a write or fsync failing after a few operations. */
-        if (rng_next(&rng) % 2 == 0)
+        if (test_rng_next(&rng) % 2 == 0)
             stele_io_fault_fail_after(
-                io, rng_next(&rng) % 2 ? STELE_FAULT_OP_WRITE : STELE_FAULT_OP_FSYNC,
-                1 + rng_next(&rng) % 6, rng_next(&rng) % 2 ? EIO : ENOSPC);
+                io, test_rng_next(&rng) % 2 ? STELE_FAULT_OP_WRITE : STELE_FAULT_OP_FSYNC,
+                1 + test_rng_next(&rng) % 6, test_rng_next(&rng) % 2 ? EIO : ENOSPC);
         int rc = life_boot(&l, &id, &st);
         if (rc == -ENOENT || rc == -EBADMSG) {
             l.attempt = (snapshot){.exists = true, .any_key = true};
@@ -349,12 +294,12 @@ static void run_seed(uint64_t seed, life_totals *t)
                  * the same id); the answer may be lost. */
                 if (!l.srv.enrolled) {
                     l.srv.enrolled = true;
-                    l.srv.cur_id = l.srv.last_id = 1 + (uint32_t)(rng_next(&rng) % 5);
+                    l.srv.cur_id = l.srv.last_id = 1 + (uint32_t)(test_rng_next(&rng) % 5);
                     memcpy(l.srv.cur_pk, id.current.public_key, 32);
                 } else if (memcmp(l.srv.cur_pk, id.current.public_key, 32) != 0) {
                     LIFE_FAIL(&l, "enrolling a key other than the one the server holds");
                 }
-                if (rng_next(&rng) % 4 == 0) {
+                if (test_rng_next(&rng) % 4 == 0) {
                     l.lost_answers++;
                     continue;
                 }
@@ -368,7 +313,7 @@ static void run_seed(uint64_t seed, life_totals *t)
                 }
                 continue;
             }
-            switch (rng_next(&rng) % 4) {
+            switch (test_rng_next(&rng) % 4) {
             case 0:
             case 1:
                 rc = life_rotate(&l, &id, &rng);
@@ -396,7 +341,7 @@ static void run_seed(uint64_t seed, life_totals *t)
         stele_io_fault_fail_after(io, STELE_FAULT_OP_WRITE, 0, 0);
         stele_io_fault_fail_after(io, STELE_FAULT_OP_FSYNC, 0, 0);
         stele_identity_close(&id);
-        stele_io_fault_power_cut(io, (enum stele_fault_cut_mode)(rng_next(&rng) % 3));
+        stele_io_fault_power_cut(io, (enum stele_fault_cut_mode)(test_rng_next(&rng) % 3));
     }
     t->refusals += l.refusals;
     t->rotations += l.rotations;

@@ -20,6 +20,8 @@
 
 #include "stele/frame.h"
 
+#include "test_util.h"
+
 static uint8_t scratch[STELE_FRAME_SCRATCH_BYTES];
 
 /* The vector's key: Ed25519 from the seed 00 01 02 … 1f. */
@@ -55,67 +57,22 @@ static size_t vector_frame(uint8_t *buf, size_t cap, const uint8_t sk[64])
     return len;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* Reads the hex between the markers "<!-- vector:NAME -->" and "<!-- end -->". */
-static size_t doc_vector(const char *name, uint8_t *out, size_t cap)
-{
-    char path[1024], marker[128];
-    const char *src = getenv("STELE_SOURCE_DIR");
-    snprintf(path, sizeof(path), "%s/docs/format/frame.md", src ? src : "..");
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    static char text[1 << 16];
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    snprintf(marker, sizeof(marker), "<!-- vector:%s -->", name);
-    const char *p = strstr(text, marker), *end = p ? strstr(p, "<!-- end -->") : NULL;
-    assert_non_null(p);
-    assert_non_null(end);
-    size_t len = 0;
-    int hi = -1;
-    for (p += strlen(marker); p < end; p++) {
-        int v = hexval(*p);
-        if (v < 0)
-            continue;
-        if (hi < 0) {
-            hi = v;
-        } else {
-            assert_true(len < cap);
-            out[len++] = (uint8_t)(hi * 16 + v);
-            hi = -1;
-        }
-    }
-    return len;
-}
-
 static void test_vector_matches_the_doc(void **state)
 {
     (void)state;
     uint8_t pk[32], sk[64], buf[512], want[512];
     vector_keys(pk, sk);
     size_t len = vector_frame(buf, sizeof(buf), sk);
-    size_t wlen = doc_vector("frame", want, sizeof(want));
+    size_t wlen = test_doc_vector("frame.md", "vector:frame", want, sizeof(want));
     if (getenv("STELE_PRINT_VECTOR")) {
-        for (size_t i = 0; i < len; i++)
-            printf("%02x%s", buf[i], i % 32 == 31 ? "\n" : "");
-        printf("\npublic key:\n");
-        for (size_t i = 0; i < 32; i++)
-            printf("%02x", pk[i]);
-        printf("\n");
+        test_print_hex(stdout, buf, len, 32, "");
+        printf("public key:\n");
+        test_print_hex(stdout, pk, 32, 32, "");
     }
     assert_int_equal(len, wlen);
     assert_memory_equal(buf, want, len);
     uint8_t doc_pk[32];
-    assert_int_equal(doc_vector("public-key", doc_pk, sizeof(doc_pk)), 32);
+    assert_int_equal(test_doc_vector("frame.md", "vector:public-key", doc_pk, sizeof(doc_pk)), 32);
     assert_memory_equal(pk, doc_pk, 32);
 }
 

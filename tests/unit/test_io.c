@@ -18,7 +18,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -30,6 +29,8 @@
 #include <unistd.h>
 
 #include "stele/io.h"
+
+#include "test_util.h"
 
 /* Seeds per property test: enough that every random branch of the cut (keep none,
  * keep all, keep some; each sector kept or reverted) is hit many times, while the
@@ -51,15 +52,6 @@
     } while (0)
 
 /* ---- helpers ------------------------------------------------------------------- */
-
-static uint64_t test_rng_next(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static void fill_pattern(uint8_t *buf, size_t len, uint64_t seed)
 {
@@ -313,14 +305,6 @@ static void run_common_suite(stele_io *io, const char *root)
 
 /* ---- POSIX ---------------------------------------------------------------------- */
 
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)type;
-    (void)ftw;
-    return remove(path);
-}
-
 struct posix_fixture {
     stele_io *io;
     char root[64];
@@ -346,7 +330,7 @@ static int posix_teardown(void **state)
     struct posix_fixture *fx = *state;
 
     stele_io_destroy(fx->io);
-    nftw(fx->root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    test_remove_tree(fx->root);
     free(fx);
     return 0;
 }

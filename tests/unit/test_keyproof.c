@@ -19,6 +19,8 @@
 
 #include "stele/keyproof.h"
 
+#include "test_util.h"
+
 #define VECTOR_DEVICE "pump-7"
 #define VECTOR_TOKEN "sen_000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 #define VECTOR_TIME INT64_C(1764000000000000000)
@@ -39,79 +41,25 @@ static void vector_keys(keypair *old_key, keypair *new_key)
     assert_int_equal(crypto_sign_seed_keypair(new_key->pk, new_key->sk, seed), 0);
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* Reads the hex between "<!-- vector:NAME[ verdict:V] -->" and "<!-- end -->" in
- * docs/format/keyproof.md; the verdict (or "") into verdict. */
+/* A vector of docs/format/keyproof.md ("<!-- vector:NAME[ verdict:V] -->"); its verdict
+ * (or "") into verdict when not NULL. */
 static size_t doc_vector(const char *name, uint8_t *out, size_t cap, char *verdict,
                          size_t verdict_cap)
 {
-    char path[1024], marker[128];
-    const char *src = getenv("STELE_SOURCE_DIR");
-    snprintf(path, sizeof(path), "%s/docs/format/keyproof.md", src ? src : "..");
-    FILE *f = fopen(path, "r");
-    if (!f)
-        fail_msg("cannot open %s (set STELE_SOURCE_DIR)", path);
-    static char text[1 << 16];
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    snprintf(marker, sizeof(marker), "<!-- vector:%s", name);
-    const char *p = text;
-    /* The marker must be followed by a space or the end of the comment (not a longer
-     * name that starts the same). */
-    while ((p = strstr(p, marker)) != NULL) {
-        char after = p[strlen(marker)];
-        if (after == ' ')
-            break;
-        p += strlen(marker);
-    }
-    if (!p)
-        fail_msg("no vector \"%s\" in %s", name, path);
-    const char *close = strstr(p, "-->"), *end = strstr(p, "<!-- end -->");
-    assert_non_null(close);
-    assert_non_null(end);
-    if (verdict) {
-        verdict[0] = '\0';
-        const char *v = strstr(p, "verdict:");
-        if (v && v < close) {
-            v += strlen("verdict:");
-            size_t k = 0;
-            while (v < close && *v != ' ' && k + 1 < verdict_cap)
-                verdict[k++] = *v++;
-            verdict[k] = '\0';
-        }
-    }
-    size_t len = 0;
-    int hi = -1;
-    for (p = close + 3; p < end; p++) {
-        int v = hexval(*p);
-        if (v < 0)
-            continue;
-        if (hi < 0) {
-            hi = v;
-        } else {
-            assert_true(len < cap);
-            out[len++] = (uint8_t)(hi * 16 + v);
-            hi = -1;
-        }
-    }
+    char label[128], note[32];
+    snprintf(label, sizeof(label), "vector:%s", name);
+    size_t len = test_doc_vector_note("keyproof.md", label, out, cap, note, sizeof(note));
+    if (verdict)
+        snprintf(verdict, verdict_cap, "%s",
+                 strncmp(note, "verdict:", 8) == 0 ? note + strlen("verdict:") : "");
     return len;
 }
 
+/* Prints bytes in the document's layout (32 to a line), for STELE_PRINT_VECTOR. */
 static void print_hex(const char *what, const uint8_t *p, size_t n)
 {
     printf("%s:\n", what);
-    for (size_t i = 0; i < n; i++)
-        printf("%02x%s", p[i], i % 32 == 31 ? "\n" : "");
-    printf("\n");
+    test_print_hex(stdout, p, n, 32, "");
 }
 
 /* The verdict on a rotation request: "accepted", "malformed" or "bad-signature". */

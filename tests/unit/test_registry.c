@@ -17,7 +17,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -41,6 +40,8 @@
 #include "stele/frame.h"
 #include "stele/io.h"
 #include "stele/registry.h"
+
+#include "test_util.h"
 
 #define NS INT64_C(1000000000)
 #define T0 INT64_C(1795626000000000000) /* 2026-11-25T17:00:00Z */
@@ -86,31 +87,15 @@ typedef struct {
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t rng_below(uint64_t *s, uint64_t n)
 {
-    return rng_next(s) % n;
+    return test_rng_next(s) % n;
 }
 
 static uint64_t first_seed(uint64_t fallback)
 {
     const char *env = getenv("STELE_TEST_SEED");
     return env && *env ? strtoull(env, NULL, 0) : fallback;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)type;
-    (void)ftw;
-    return remove(path);
 }
 
 static int setup(void **state)
@@ -130,7 +115,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     stele_io_destroy(f->io);
-    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_remove_tree(f->dir);
     free(f);
     return 0;
 }
@@ -182,51 +167,6 @@ static stele_device_info get_device(stele_registry *r, const char *id)
     if (rc != 0)
         fail_msg("get(%s): expected 0, got %d", id, rc);
     return info;
-}
-
-static uint64_t file_size(const char *path)
-{
-    struct stat st;
-    assert_int_equal(stat(path, &st), 0);
-    return (uint64_t)st.st_size;
-}
-
-static uint8_t *read_whole_file(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    long size = ftell(fp);
-    assert_true(size >= 0);
-    rewind(fp);
-    uint8_t *data = malloc((size_t)size + 1);
-    assert_non_null(data);
-    assert_int_equal(fread(data, 1, (size_t)size, fp), (size_t)size);
-    fclose(fp);
-    *len = (size_t)size;
-    return data;
-}
-
-static void write_whole_file(const char *path, const uint8_t *data, size_t len)
-{
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    assert_int_equal(fwrite(data, 1, len, fp), len);
-    assert_int_equal(fclose(fp), 0);
-}
-
-static void put_le(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *p, int bytes)
-{
-    uint64_t v = 0;
-    for (int i = bytes - 1; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 /* Field-by-field comparison (struct padding is not compared); last_seen_ns is memory
@@ -360,7 +300,7 @@ static void test_names_and_validation(void **state)
                      -EINVAL);
     assert_int_equal(stele_registry_add(r, "d1", "acme", long_text, token, sizeof(token), NULL),
                      -EINVAL);
-    assert_int_equal(file_size(f->log_path), HEADER_SIZE);
+    assert_int_equal(test_file_size(f->log_path), HEADER_SIZE);
 
     /* The limits themselves are fine: a 64-character id, tenant and cohort; no cohort. */
     add_device(r, id64, id64, id64, token, &info);
@@ -492,7 +432,7 @@ static void test_every_transition(void **state)
             before = get_device(r, id);
             assert_int_equal(before.state, (stele_device_state)s);
             clock_set(&f->clock, T0 + n * NS + NS / 2);
-            uint64_t size = file_size(f->log_path);
+            uint64_t size = test_file_size(f->log_path);
 
             int rc = 0;
             memset(&after, 0xa5, sizeof(after));
@@ -531,7 +471,7 @@ static void test_every_transition(void **state)
                          action_names[a], stele_device_state_name((stele_device_state)s), want->rc,
                          stele_device_state_name(want->after), rc,
                          stele_device_state_name(now.state));
-            bool wrote = file_size(f->log_path) != size;
+            bool wrote = test_file_size(f->log_path) != size;
             if (wrote != want->writes)
                 fail_msg("%s from %s: expected %s, but %s", action_names[a],
                          stele_device_state_name((stele_device_state)s),
@@ -637,9 +577,9 @@ static void test_enrollment_and_tokens(void **state)
     expect_device(&got, &info, "get after enroll");
 
     /* Single use: the same token again fails, even with the same key. */
-    uint64_t size = file_size(f->log_path);
+    uint64_t size = test_file_size(f->log_path);
     assert_int_equal(enroll(r, "meter-1", token, 0, NULL), -EACCES);
-    assert_int_equal(file_size(f->log_path), size);
+    assert_int_equal(test_file_size(f->log_path), size);
 
     /* Reenroll: a new token, keys dead, the old token dead; next key id is 2. */
     clock_set(&f->clock, T0 + 5000 * NS);
@@ -705,7 +645,7 @@ static void test_rotation(void **state)
 
     /* Refused starts: wrong old key, unsupported algorithm, invalid or same key, deadline
      * not after now. Nothing written. */
-    uint64_t size = file_size(f->log_path);
+    uint64_t size = test_file_size(f->log_path);
     uint8_t identity[32] = {1};
     assert_int_equal(stele_registry_rotate(r, "cam", 2, ALG, test_pk[5], deadline, NULL), -EPERM);
     assert_int_equal(stele_registry_rotate(r, "cam", 0, ALG, test_pk[5], deadline, NULL), -EPERM);
@@ -714,7 +654,7 @@ static void test_rotation(void **state)
     assert_int_equal(stele_registry_rotate(r, "cam", 1, ALG, test_pk[0], deadline, NULL), -EINVAL);
     assert_int_equal(stele_registry_rotate(r, "cam", 1, ALG, test_pk[5], T0 + 10 * NS, NULL),
                      -EINVAL);
-    assert_int_equal(file_size(f->log_path), size);
+    assert_int_equal(test_file_size(f->log_path), size);
 
     assert_int_equal(stele_registry_rotate(r, "cam", 1, ALG, test_pk[5], deadline, &info), 0);
     assert_int_equal(info.key.key_id, 1);
@@ -730,13 +670,13 @@ static void test_rotation(void **state)
     expect_device(&got, &info, "get after rotate");
 
     /* Retried: 0, nothing written, the first deadline kept. Another key meanwhile: no. */
-    size = file_size(f->log_path);
+    size = test_file_size(f->log_path);
     clock_set(&f->clock, T0 + 20 * NS);
     assert_int_equal(stele_registry_rotate(r, "cam", 1, ALG, test_pk[5], deadline + NS, &got), 0);
     expect_device(&got, &info, "retried rotate");
     assert_int_equal(stele_registry_rotate(r, "cam", 1, ALG, test_pk[6], deadline, NULL), -EPERM);
     assert_int_equal(stele_registry_rotate(r, "cam", 2, ALG, test_pk[6], deadline, NULL), -EPERM);
-    assert_int_equal(file_size(f->log_path), size);
+    assert_int_equal(test_file_size(f->log_path), size);
     got = get_device(r, "cam");
     expect_device(&got, &info, "after refused rotations");
 
@@ -744,7 +684,7 @@ static void test_rotation(void **state)
     assert_int_equal(stele_registry_promote_key(r, "cam", 3), -EPERM);
     assert_int_equal(stele_registry_promote_key(r, "cam", 0), -EINVAL);
     assert_int_equal(stele_registry_promote_key(r, "cam", 1), -EPERM); /* old key, mid-rotation */
-    assert_int_equal(file_size(f->log_path), size);
+    assert_int_equal(test_file_size(f->log_path), size);
     assert_int_equal(stele_registry_promote_key(r, "cam", 2), 0);
     info = get_device(r, "cam");
     assert_int_equal(info.key.key_id, 2);
@@ -753,12 +693,12 @@ static void test_rotation(void **state)
     assert_int_equal(info.next.key_id, 0);
     assert_int_equal(info.overlap_deadline_ns, 0);
     assert_int_equal(info.last_key_id, 2);
-    size = file_size(f->log_path);
+    size = test_file_size(f->log_path);
     assert_int_equal(stele_registry_promote_key(r, "cam", 2), 0);
     /* The rotation request retried after its promotion: 0, nothing written. */
     assert_int_equal(stele_registry_rotate(r, "cam", 1, ALG, test_pk[5], deadline, &got), 0);
     expect_device(&got, &info, "rotate retried after promotion");
-    assert_int_equal(file_size(f->log_path), size);
+    assert_int_equal(test_file_size(f->log_path), size);
 
     /* Quarantined devices rotate too; key ids go on: 3, and 4 after a reenroll. */
     assert_int_equal(stele_registry_quarantine(r, "cam", NULL), 0);
@@ -1270,15 +1210,6 @@ static void test_reopen_equals_before(void **state)
 
 #define FAULT_DATA_DIR "/data"
 
-static stele_io *fault_io_with_data_dir(uint64_t seed)
-{
-    stele_io *io = NULL;
-    assert_int_equal(stele_io_fault_create(seed, &io), 0);
-    assert_int_equal(stele_io_mkdir(io, FAULT_DATA_DIR), 0);
-    assert_int_equal(stele_io_fsync_dir(io, "/"), 0);
-    return io;
-}
-
 static const char *const cut_names[] = {"drop", "torn", "garbage"};
 
 /* Random operations on the fault io, with power cuts: between operations (the state
@@ -1295,7 +1226,7 @@ static void test_power_cuts(void **state)
 
     for (uint64_t seed = seed0; seed < seed0 + SEEDS; seed++) {
         uint64_t rng = seed * 7919;
-        stele_io *io = fault_io_with_data_dir(seed);
+        stele_io *io = test_fault_io_with_dir(seed, FAULT_DATA_DIR);
         test_clock clock;
         int64_t now = T0;
         clock_set(&clock, now);
@@ -1408,7 +1339,7 @@ static void test_failed_fsync_is_sticky(void **state)
 
     for (int op_kind_i = 0; op_kind_i < 2; op_kind_i++) {
         enum stele_fault_op fault = op_kind_i ? STELE_FAULT_OP_WRITE : STELE_FAULT_OP_FSYNC;
-        stele_io *io = fault_io_with_data_dir(77 + (uint64_t)op_kind_i);
+        stele_io *io = test_fault_io_with_dir(77 + (uint64_t)op_kind_i, FAULT_DATA_DIR);
         stele_registry *r = open_at(io, FAULT_DATA_DIR, &clock);
         add_device(r, "kept", "acme", "", token, NULL);
         add_device(r, "pending", "acme", "", lost, NULL);
@@ -1477,7 +1408,7 @@ static size_t record_offsets(const uint8_t *file, size_t len, uint64_t *offsets,
     uint64_t off = HEADER_SIZE;
     while (off + 4 <= len && n < cap) {
         offsets[n++] = off;
-        off += RECORD_OVERHEAD + get_le(file + off, 4);
+        off += RECORD_OVERHEAD + test_get_le(file + off, 4);
     }
     assert_int_equal(off, len);
     return n;
@@ -1486,9 +1417,9 @@ static size_t record_offsets(const uint8_t *file, size_t len, uint64_t *offsets,
 /* Rewrites the record at off with a new batch offset and a matching checksum. */
 static void set_batch_offset(uint8_t *file, uint64_t off, uint64_t batch)
 {
-    uint32_t len = (uint32_t)get_le(file + off, 4);
-    put_le(file + off + 8, batch, 8);
-    put_le(file + off + 16 + len, XXH3_64bits(file + off, 16 + len), 8);
+    uint32_t len = (uint32_t)test_get_le(file + off, 4);
+    test_put_le(file + off + 8, batch, 8);
+    test_put_le(file + off + 16 + len, XXH3_64bits(file + off, 16 + len), 8);
 }
 
 static void test_damage_and_torn_tails(void **state)
@@ -1505,14 +1436,14 @@ static void test_damage_and_torn_tails(void **state)
     assert_int_equal(stele_registry_quarantine(r, "d0", NULL), 0);
     stele_registry_close(r);
     size_t len = 0;
-    uint8_t *pristine = read_whole_file(f->log_path, &len);
+    uint8_t *pristine = test_read_file(f->log_path, &len);
     uint8_t *edit = malloc(len + 8192);
     assert_non_null(edit);
     uint64_t rec[8];
     size_t n = record_offsets(pristine, len, rec, 8);
     assert_int_equal(n, 5);
     for (size_t i = 0; i < n; i++)
-        assert_int_equal(get_le(pristine + rec[i] + 8, 8), rec[i]); /* one batch each */
+        assert_int_equal(test_get_le(pristine + rec[i] + 8, 8), rec[i]); /* one batch each */
 
     /* A byte changed anywhere before the last batch: -EBADMSG, named, nothing cut. */
     const struct {
@@ -1532,7 +1463,7 @@ static void test_damage_and_torn_tails(void **state)
     for (size_t i = 0; i < sizeof(flips) / sizeof(flips[0]); i++) {
         memcpy(edit, pristine, len);
         edit[flips[i].offset] ^= 0x10;
-        write_whole_file(f->log_path, edit, len);
+        test_write_file(f->log_path, edit, len);
         open_expecting(f, -EBADMSG, flips[i].what, err, sizeof(err));
         if (!strstr(err, f->log_path))
             fail_msg("%s: the error does not name the file: %s", flips[i].what, err);
@@ -1545,35 +1476,35 @@ static void test_damage_and_torn_tails(void **state)
             if (!strstr(err, where))
                 fail_msg("%s: the error does not name %s: %s", flips[i].what, where, err);
         }
-        assert_int_equal(file_size(f->log_path), len);
+        assert_int_equal(test_file_size(f->log_path), len);
     }
 
     /* A header of another version, intact: -ENOTSUP. */
     memcpy(edit, pristine, len);
-    put_le(edit + 8, 2, 4);
-    put_le(edit + 12, (uint32_t)XXH3_64bits(edit, 12), 4);
-    write_whole_file(f->log_path, edit, len);
+    test_put_le(edit + 8, 2, 4);
+    test_put_le(edit + 12, (uint32_t)XXH3_64bits(edit, 12), 4);
+    test_write_file(f->log_path, edit, len);
     open_expecting(f, -ENOTSUP, "version 2", err, sizeof(err));
-    write_whole_file(f->log_path, pristine, 10);
+    test_write_file(f->log_path, pristine, 10);
     open_expecting(f, -EBADMSG, "a short header", err, sizeof(err));
 
     /* Records valid in themselves but not in the log. */
     memcpy(edit, pristine, len);
     memcpy(edit + rec[2] + 17, "dX", 2); /* enroll of "dX", never added */
     set_batch_offset(edit, rec[2], rec[2]);
-    write_whole_file(f->log_path, edit, len);
+    test_write_file(f->log_path, edit, len);
     open_expecting(f, -EBADMSG, "an enroll of an unknown id", err, sizeof(err));
     if (!strstr(err, "never added"))
         fail_msg("unexpected reason: %s", err);
     memcpy(edit, pristine, len);
     memcpy(edit + rec[1] + 17, "d0", 2); /* d0 added twice */
     set_batch_offset(edit, rec[1], rec[1]);
-    write_whole_file(f->log_path, edit, len);
+    test_write_file(f->log_path, edit, len);
     open_expecting(f, -EBADMSG, "an id added twice", err, sizeof(err));
     memcpy(edit, pristine, len);
     memcpy(edit + rec[4] + 17, "d1", 2); /* quarantine of pending d1 */
     set_batch_offset(edit, rec[4], rec[4]);
-    write_whole_file(f->log_path, edit, len);
+    test_write_file(f->log_path, edit, len);
     open_expecting(f, -EBADMSG, "quarantine of a pending device", err, sizeof(err));
     /* The enroll of d0 (payload: 1 + 2 id, 8 time, 4 key id, 1 alg, ...) edited to give a
      * key id other than the next, an unknown algorithm, a time past the token's expiry. */
@@ -1590,15 +1521,16 @@ static void test_damage_and_torn_tails(void **state)
     };
     for (size_t i = 0; i < sizeof(enroll_edits) / sizeof(enroll_edits[0]); i++) {
         memcpy(edit, pristine, len);
-        put_le(edit + rec[2] + enroll_edits[i].at, enroll_edits[i].value, enroll_edits[i].bytes);
+        test_put_le(edit + rec[2] + enroll_edits[i].at, enroll_edits[i].value,
+                    enroll_edits[i].bytes);
         set_batch_offset(edit, rec[2], rec[2]);
-        write_whole_file(f->log_path, edit, len);
+        test_write_file(f->log_path, edit, len);
         open_expecting(f, -EBADMSG, enroll_edits[i].what, err, sizeof(err));
     }
     /* A record moved: its batch offset no longer fits its place. */
     memcpy(edit, pristine, len);
     set_batch_offset(edit, rec[3], rec[1]);
-    write_whole_file(f->log_path, edit, len);
+    test_write_file(f->log_path, edit, len);
     open_expecting(f, -EBADMSG, "a record claiming an earlier batch", err, sizeof(err));
     if (!strstr(err, "out of place"))
         fail_msg("unexpected reason: %s", err);
@@ -1610,14 +1542,14 @@ static void test_damage_and_torn_tails(void **state)
     for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]) + 4; i++) {
         if (i < sizeof(cuts) / sizeof(cuts[0])) {
             uint64_t keep = cuts[i] ? cuts[i] : len - last - 1;
-            write_whole_file(f->log_path, pristine, (size_t)(last + keep));
+            test_write_file(f->log_path, pristine, (size_t)(last + keep));
         } else {
             static const uint64_t zeros[] = {3, 24, 100, 5000};
-            write_whole_file(f->log_path, pristine, (size_t)last);
+            test_write_file(f->log_path, pristine, (size_t)last);
             assert_int_equal(truncate(f->log_path, (off_t)(last + zeros[i - 6])), 0);
         }
         r = open_registry(f);
-        assert_int_equal(file_size(f->log_path), last);
+        assert_int_equal(test_file_size(f->log_path), last);
         assert_int_equal(get_device(r, "d0").state, STELE_DEVICE_ACTIVE); /* quarantine cut */
         assert_int_equal(get_device(r, "d2").state, STELE_DEVICE_PENDING);
         stele_registry_close(r);
@@ -1628,21 +1560,21 @@ static void test_damage_and_torn_tails(void **state)
     memcpy(edit, pristine, len);
     set_batch_offset(edit, rec[4], rec[3]);
     edit[rec[3] + 20] ^= 0xff;
-    write_whole_file(f->log_path, edit, len);
+    test_write_file(f->log_path, edit, len);
     r = open_registry(f);
-    assert_int_equal(file_size(f->log_path), rec[3]);
+    assert_int_equal(test_file_size(f->log_path), rec[3]);
     assert_int_equal(stele_registry_get(r, "d2", 2, &(stele_device_info){0}), -ENOENT);
     stele_registry_close(r);
     /* ...but garbled with a later batch behind it: damage. */
     memcpy(edit, pristine, len);
     edit[rec[3] + 20] ^= 0xff;
-    write_whole_file(f->log_path, edit, len);
+    test_write_file(f->log_path, edit, len);
     open_expecting(f, -EBADMSG, "a bad record before a later batch", err, sizeof(err));
     if (!strstr(err, "later batch"))
         fail_msg("unexpected reason: %s", err);
     /* ...and so is junk longer than any batch after the last record. */
     memcpy(edit, pristine, len);
-    write_whole_file(f->log_path, edit, len);
+    test_write_file(f->log_path, edit, len);
     assert_int_equal(truncate(f->log_path, (off_t)(len + (256u << 10) + 1)), 0);
     open_expecting(f, -EBADMSG, "256 KiB + 1 of zeros after the last record", err, sizeof(err));
 
@@ -1650,13 +1582,13 @@ static void test_damage_and_torn_tails(void **state)
      * during it, and that batch is cut. */
     memcpy(edit, pristine, len);
     edit[last + 20] ^= 0x01;
-    write_whole_file(f->log_path, edit, len);
+    test_write_file(f->log_path, edit, len);
     r = open_registry(f);
-    assert_int_equal(file_size(f->log_path), last);
+    assert_int_equal(test_file_size(f->log_path), last);
     stele_registry_close(r);
 
     /* Restored, the file opens with everything: the failed opens changed nothing. */
-    write_whole_file(f->log_path, pristine, len);
+    test_write_file(f->log_path, pristine, len);
     r = open_registry(f);
     assert_int_equal(get_device(r, "d0").state, STELE_DEVICE_QUARANTINED);
     stele_registry_close(r);
@@ -1682,8 +1614,8 @@ typedef struct {
 static void vec_begin(vec_writer *w, uint32_t type, uint64_t batch)
 {
     w->record = w->p;
-    put_le(w->p + 4, type, 4);
-    put_le(w->p + 8, batch, 8);
+    test_put_le(w->p + 4, type, 4);
+    test_put_le(w->p + 8, batch, 8);
     w->p += 16;
 }
 
@@ -1696,7 +1628,7 @@ static void vec_string(vec_writer *w, const char *s)
 
 static void vec_int(vec_writer *w, uint64_t v, int bytes)
 {
-    put_le(w->p, v, bytes);
+    test_put_le(w->p, v, bytes);
     w->p += bytes;
 }
 
@@ -1709,8 +1641,8 @@ static void vec_bytes(vec_writer *w, const uint8_t *b, size_t n)
 static void vec_end(vec_writer *w)
 {
     size_t payload = (size_t)(w->p - w->record) - 16;
-    put_le(w->record, payload, 4);
-    put_le(w->p, XXH3_64bits(w->record, 16 + payload), 8);
+    test_put_le(w->record, payload, 4);
+    test_put_le(w->p, XXH3_64bits(w->record, 16 + payload), 8);
     w->p += 8;
 }
 
@@ -1721,8 +1653,8 @@ static size_t encode_vector(uint8_t *out)
     assert_int_equal(sodium_hex2bin(pk1, 32, VECTOR_PK1, 64, NULL, NULL, NULL), 0);
     assert_int_equal(sodium_hex2bin(pk2, 32, VECTOR_PK2, 64, NULL, NULL, NULL), 0);
     memcpy(w.p, "STLDEVS1", 8);
-    put_le(w.p + 8, 1, 4);
-    put_le(w.p + 12, (uint32_t)XXH3_64bits(w.p, 12), 4);
+    test_put_le(w.p + 8, 1, 4);
+    test_put_le(w.p + 12, (uint32_t)XXH3_64bits(w.p, 12), 4);
     w.p += 16;
 
     uint64_t batch = (uint64_t)(w.p - out);
@@ -1771,90 +1703,6 @@ static size_t encode_vector(uint8_t *out)
     return (size_t)(w.p - out);
 }
 
-/* The repository root: $STELE_SOURCE_DIR (set by ctest), else derived from this file's
- * path as the compiler saw it. */
-static void source_dir(char *buf, size_t cap)
-{
-    const char *env = getenv("STELE_SOURCE_DIR");
-    if (env && *env) {
-        snprintf(buf, cap, "%s", env);
-        return;
-    }
-    const char *file = __FILE__;
-    const char *tail = strstr(file, "tests/unit/");
-    size_t prefix = tail ? (size_t)(tail - file) : 0;
-    if (prefix == 0)
-        snprintf(buf, cap, ".");
-    else
-        snprintf(buf, cap, "%.*s", (int)prefix, file);
-}
-
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* Reads the fenced block after the marker line in the doc: hex digits, whitespace, and
- * "#" comments to the end of a line. Returns the number of bytes. */
-static size_t read_doc_vector(uint8_t *out, size_t cap)
-{
-    char dir[4096];
-    char path[4200];
-    size_t len = 0;
-    source_dir(dir, sizeof(dir));
-    snprintf(path, sizeof(path), "%s/docs/format/registry.md", dir);
-    if (access(path, R_OK) != 0)
-        fail_msg("cannot read %s (set STELE_SOURCE_DIR to the repository root)", path);
-    uint8_t *doc = read_whole_file(path, &len);
-    doc[len] = '\0';
-
-    const char *marker = strstr((const char *)doc, "<!-- test-vector: three-batches -->");
-    if (!marker)
-        fail_msg("%s: no test-vector marker", path);
-    const char *p = strstr(marker, "```");
-    assert_non_null(p);
-    p = strchr(p, '\n');
-    assert_non_null(p);
-    size_t n = 0;
-    int high = -1;
-    while (*p && strncmp(p, "```", 3) != 0) {
-        if (*p == '#') {
-            p = strchr(p, '\n');
-            assert_non_null(p);
-            continue;
-        }
-        if (*p == ' ' || *p == '\n' || *p == '\t') {
-            p++;
-            continue;
-        }
-        int v = hex_value(*p);
-        if (v < 0)
-            fail_msg("%s: unexpected character '%c' in the test vector", path, *p);
-        if (high < 0) {
-            high = v;
-        } else {
-            assert_true(n < cap);
-            out[n++] = (uint8_t)(high << 4 | v);
-            high = -1;
-        }
-        p++;
-    }
-    assert_int_equal(high, -1);
-    free(doc);
-    return n;
-}
-
-static void print_hex(const char *label, const uint8_t *bytes, size_t len)
-{
-    fprintf(stderr, "%s (%zu bytes):\n", label, len);
-    for (size_t i = 0; i < len; i++)
-        fprintf(stderr, "%02x%s", bytes[i], (i % 16 == 15 || i + 1 == len) ? "\n" : " ");
-}
-
 static void test_format_vector_matches_doc(void **state)
 {
     fixture *f = *state;
@@ -1866,14 +1714,17 @@ static void test_format_vector_matches_doc(void **state)
 
     size_t encoded_len = encode_vector(encoded);
     assert_int_equal(encoded_len, 366);
-    size_t documented_len = read_doc_vector(documented, sizeof(documented));
+    size_t documented_len = test_doc_vector("registry.md", "test-vector: three-batches", documented,
+                                            sizeof(documented));
     if (documented_len != encoded_len || memcmp(documented, encoded, encoded_len) != 0) {
-        print_hex("expected (docs/format/registry.md)", documented, documented_len);
-        print_hex("encoded from the documented layout", encoded, encoded_len);
+        fprintf(stderr, "expected (docs/format/registry.md) (%zu bytes):\n", documented_len);
+        test_print_hex(stderr, documented, documented_len, 16, " ");
+        fprintf(stderr, "encoded from the documented layout (%zu bytes):\n", encoded_len);
+        test_print_hex(stderr, encoded, encoded_len, 16, " ");
         fail_msg("the test vector in docs/format/registry.md does not match its layout");
     }
 
-    write_whole_file(f->log_path, documented, documented_len);
+    test_write_file(f->log_path, documented, documented_len);
     clock_set(&f->clock, T0 + 200 * NS);
     stele_registry *r = open_registry(f);
     stele_device_info want;
@@ -1922,10 +1773,10 @@ static void test_format_vector_matches_doc(void **state)
     stele_registry_close(r);
     /* The appends went after the documented bytes, which are unchanged. */
     size_t len = 0;
-    uint8_t *file = read_whole_file(f->log_path, &len);
+    uint8_t *file = test_read_file(f->log_path, &len);
     assert_true(len > documented_len);
     assert_memory_equal(file, documented, documented_len);
-    assert_int_equal(get_le(file + documented_len + 8, 8), documented_len); /* a new batch */
+    assert_int_equal(test_get_le(file + documented_len + 8, 8), documented_len); /* a new batch */
     free(file);
 }
 
@@ -1949,23 +1800,23 @@ static void test_written_records_follow_the_doc(void **state)
     stele_registry_close(r);
 
     size_t len = 0;
-    uint8_t *file = read_whole_file(f->log_path, &len);
+    uint8_t *file = test_read_file(f->log_path, &len);
     uint8_t header[16];
     memcpy(header, "STLDEVS1", 8);
-    put_le(header + 8, 1, 4);
-    put_le(header + 12, (uint32_t)XXH3_64bits(header, 12), 4);
+    test_put_le(header + 8, 1, 4);
+    test_put_le(header + 12, (uint32_t)XXH3_64bits(header, 12), 4);
     assert_memory_equal(file, header, 16);
 
     const uint8_t *rec = file + 16;
-    size_t payload_len = (size_t)get_le(rec, 4);
+    size_t payload_len = (size_t)test_get_le(rec, 4);
     assert_int_equal(payload_len, 51 + 7 + 8 + 4);
-    assert_int_equal(get_le(rec + 4, 4), 1);
-    assert_int_equal(get_le(rec + 8, 8), 16);
+    assert_int_equal(test_get_le(rec + 4, 4), 1);
+    assert_int_equal(test_get_le(rec + 8, 8), 16);
     const uint8_t *p = rec + 16;
     assert_int_equal(p[0], 7);
     assert_memory_equal(p + 1, "probe.7", 7);
-    assert_int_equal((int64_t)get_le(p + 8, 8), added.added_ns);
-    assert_int_equal((int64_t)get_le(p + 16, 8), added.enroll_expires_ns);
+    assert_int_equal((int64_t)test_get_le(p + 8, 8), added.added_ns);
+    assert_int_equal((int64_t)test_get_le(p + 16, 8), added.enroll_expires_ns);
     assert_int_equal(sodium_hex2bin(secret, 32, token + 4, 64, NULL, NULL, NULL), 0);
     crypto_generichash(hash, 32, secret, 32, NULL, 0);
     assert_memory_equal(p + 24, hash, 32);
@@ -1973,29 +1824,29 @@ static void test_written_records_follow_the_doc(void **state)
     assert_memory_equal(p + 57, "tenant_x", 8);
     assert_int_equal(p[65], 4);
     assert_memory_equal(p + 66, "blue", 4);
-    assert_int_equal(get_le(p + payload_len, 8), XXH3_64bits(rec, 16 + payload_len));
+    assert_int_equal(test_get_le(p + payload_len, 8), XXH3_64bits(rec, 16 + payload_len));
 
     rec = p + payload_len + 8;
     uint64_t at = (uint64_t)(rec - file);
-    payload_len = (size_t)get_le(rec, 4);
+    payload_len = (size_t)test_get_le(rec, 4);
     assert_int_equal(payload_len, 47 + 7 + 3);
-    assert_int_equal(get_le(rec + 4, 4), 2);
-    assert_int_equal(get_le(rec + 8, 8), at);
+    assert_int_equal(test_get_le(rec + 4, 4), 2);
+    assert_int_equal(test_get_le(rec + 8, 8), at);
     p = rec + 16;
-    assert_int_equal((int64_t)get_le(p + 8, 8), enrolled.enrolled_ns);
-    assert_int_equal(get_le(p + 16, 4), 1);
+    assert_int_equal((int64_t)test_get_le(p + 8, 8), enrolled.enrolled_ns);
+    assert_int_equal(test_get_le(p + 16, 4), 1);
     assert_int_equal(p[20], ALG);
     assert_memory_equal(p + 21, test_pk[9], 32);
     assert_int_equal(p[53], 3);
     assert_memory_equal(p + 54, "3.1", 3);
-    assert_int_equal(get_le(p + payload_len, 8), XXH3_64bits(rec, 16 + payload_len));
+    assert_int_equal(test_get_le(p + payload_len, 8), XXH3_64bits(rec, 16 + payload_len));
 
     rec = p + payload_len + 8;
     at = (uint64_t)(rec - file);
-    assert_int_equal(get_le(rec, 4), 9 + 7);
-    assert_int_equal(get_le(rec + 4, 4), 3);
-    assert_int_equal(get_le(rec + 8, 8), at);
-    assert_int_equal(get_le(rec + 32, 8), XXH3_64bits(rec, 32));
+    assert_int_equal(test_get_le(rec, 4), 9 + 7);
+    assert_int_equal(test_get_le(rec + 4, 4), 3);
+    assert_int_equal(test_get_le(rec + 8, 8), at);
+    assert_int_equal(test_get_le(rec + 32, 8), XXH3_64bits(rec, 32));
     assert_int_equal(len, at + 40);
     free(file);
 }
@@ -2408,7 +2259,7 @@ static void test_power_cut_during_concurrent_enrollments(void **state)
         uint64_t rng = seed;
         test_clock clock;
         clock_set(&clock, T0);
-        stele_io *io = fault_io_with_data_dir(seed);
+        stele_io *io = test_fault_io_with_dir(seed, FAULT_DATA_DIR);
         stele_registry *r = open_at(io, FAULT_DATA_DIR, &clock);
         for (int i = 0; i < DEVICES; i++) {
             char id[32];

@@ -23,16 +23,10 @@
 
 #include "stele/replay.h"
 
+#include "test_util.h"
+
 #define SPACE 200000 /* counters of a stream stay below this (model bitmap) */
 #define LOG_MAX 400000
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 typedef struct {
     uint8_t *accepted; /* SPACE flags */
@@ -66,29 +60,29 @@ static void run_stream(uint64_t seed, uint32_t size_asked)
     model m = {.accepted = calloc(SPACE, 1), .size = w.size};
     uint64_t *log = malloc(LOG_MAX * sizeof(*log)); /* accepted counters, in order */
     size_t nlog = 0;
-    uint64_t next = 1 + rng_next(&rng) % 5;
+    uint64_t next = 1 + test_rng_next(&rng) % 5;
     for (int i = 0; i < 20000 && next < SPACE - 5000; i++) {
-        uint64_t c, r = rng_next(&rng) % 100;
+        uint64_t c, r = test_rng_next(&rng) % 100;
         if (r < 55) {
             c = next; /* in order, sometimes skipping (a lost frame) */
-            next += 1 + (rng_next(&rng) % 10 == 0 ? rng_next(&rng) % 50 : 0);
+            next += 1 + (test_rng_next(&rng) % 10 == 0 ? test_rng_next(&rng) % 50 : 0);
         } else if (r < 70) {
             /* a duplicate or late frame within the window */
-            uint64_t back = rng_next(&rng) % (w.size + 1);
+            uint64_t back = test_rng_next(&rng) % (w.size + 1);
             c = next > back ? next - back : 1;
         } else if (r < 80) {
             /* late beyond the window */
-            uint64_t back = w.size + rng_next(&rng) % (3 * w.size);
+            uint64_t back = w.size + test_rng_next(&rng) % (3 * w.size);
             c = next > back ? next - back : 0;
         } else if (r < 85) {
             /* a jump ahead (a device that skipped a reservation after power loss) */
-            next += rng_next(&rng) % (2 * w.size);
+            next += test_rng_next(&rng) % (2 * w.size);
             c = next++;
         } else if (r < 95) {
             /* exactly at the window's edges */
             uint64_t top = w.any ? w.top : next;
-            c = rng_next(&rng) % 2 ? top - (top >= w.size ? w.size - 1 : 0)
-                                   : (top >= w.size ? top - w.size : 0);
+            c = test_rng_next(&rng) % 2 ? top - (top >= w.size ? w.size - 1 : 0)
+                                        : (top >= w.size ? top - w.size : 0);
         } else {
             /* restart: rebuild from the accepted log, as recovery does */
             stele_replay_window re;

@@ -43,6 +43,8 @@
 #include "stele/sealed.h"
 #include "stele/tsdb.h"
 
+#include "test_util.h"
+
 #define NS INT64_C(1000000000)
 #define T0 (INT64_C(1750000000) * NS)
 #define BASE_TS (T0 - 3600 * NS) /* frame timestamps: BASE_TS + counter µs + point */
@@ -380,14 +382,6 @@ static uint64_t first_seed(void)
     return s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
 }
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* ---- the window model --------------------------------------------------------------------- */
 
 typedef struct {
@@ -416,18 +410,18 @@ static stele_frame_status model_arrive(window_model *m, int d, uint64_t c)
 static size_t make_stream(uint64_t *rng, uint64_t *out, size_t cap, uint32_t window)
 {
     size_t n = 0;
-    uint64_t c = 1 + rng_next(rng) % 5;
+    uint64_t c = 1 + test_rng_next(rng) % 5;
     while (n < cap / 2 && c < MAX_COUNTER - 1) {
         out[n++] = c;
-        uint64_t r = rng_next(rng) % 100;
+        uint64_t r = test_rng_next(rng) % 100;
         c += r < 75   ? 1
-             : r < 90 ? 2 + rng_next(rng) % 5
-                      : window / 2 + rng_next(rng) % (2 * window);
+             : r < 90 ? 2 + test_rng_next(rng) % 5
+                      : window / 2 + test_rng_next(rng) % (2 * window);
     }
     for (size_t i = 0; i < n; i++) { /* reorder: swaps up to 2.5 windows apart */
-        if (rng_next(rng) % 4)
+        if (test_rng_next(rng) % 4)
             continue;
-        size_t j = i + 1 + rng_next(rng) % (window * 5 / 2);
+        size_t j = i + 1 + test_rng_next(rng) % (window * 5 / 2);
         if (j < n) {
             uint64_t t = out[i];
             out[i] = out[j];
@@ -436,8 +430,8 @@ static size_t make_stream(uint64_t *rng, uint64_t *out, size_t cap, uint32_t win
     }
     size_t extra = n / 5;
     for (size_t k = 0; k < extra && n < cap; k++) { /* resends */
-        size_t at = 1 + rng_next(rng) % n;
-        uint64_t v = out[rng_next(rng) % at];
+        size_t at = 1 + test_rng_next(rng) % n;
+        uint64_t v = out[test_rng_next(rng) % at];
         memmove(out + at + 1, out + at, (n - at) * sizeof(*out));
         out[at] = v;
         n++;
@@ -465,11 +459,11 @@ static void check_store_equals_model(env *e, const window_model *m, uint64_t see
 static void run_model_seed(uint64_t seed)
 {
     uint64_t rng = seed;
-    uint32_t window = 64 * (1 + (uint32_t)(rng_next(&rng) % 2)); /* 64 or 128 */
+    uint32_t window = 64 * (1 + (uint32_t)(test_rng_next(&rng) % 2)); /* 64 or 128 */
     env *e = env_new(seed, window);
     window_model *m = calloc(1, sizeof(*m));
     m->window = window;
-    int ndev = 3 + (int)(rng_next(&rng) % 3);
+    int ndev = 3 + (int)(test_rng_next(&rng) % 3);
     static uint64_t streams[MAX_DEVICES][4096];
     size_t len[MAX_DEVICES], pos[MAX_DEVICES] = {0}, left = 0;
     for (int d = 0; d < ndev; d++) {
@@ -486,13 +480,13 @@ static void run_model_seed(uint64_t seed)
     int restarts = 0;
     while (left) {
         /* One request: 1..12 arrivals, devices interleaved at random. */
-        int k = 1 + (int)(rng_next(&rng) % 12);
+        int k = 1 + (int)(test_rng_next(&rng) % 12);
         b.len = 0;
         int nk = 0;
         for (; nk < k && left; nk++) {
             int d;
             do
-                d = (int)(rng_next(&rng) % (uint64_t)ndev);
+                d = (int)(test_rng_next(&rng) % (uint64_t)ndev);
             while (pos[d] == len[d]);
             uint64_t c = streams[d][pos[d]++];
             left--;
@@ -516,7 +510,7 @@ static void run_model_seed(uint64_t seed)
                 strcmp(e->res[i].device, e->dev[expect_dev[i]].id))
                 fail_msg("seed %" PRIu64 ": result %d names the wrong frame", seed, i);
         }
-        uint64_t what = rng_next(&rng) % 100;
+        uint64_t what = test_rng_next(&rng) % 100;
         if (what < 4) {
             assert_int_equal(stele_tsdb_flush(e->db), 0);
         } else if (what < 10) {
@@ -575,22 +569,23 @@ static void run_crash_seed(uint64_t seed)
     int fd[RESULTS_CAP];
     uint64_t fc[RESULTS_CAP];
     for (int cycle = 1; cycle <= 5; cycle++) {
-        enum stele_fault_op op = rng_next(&rng) % 2 ? STELE_FAULT_OP_WRITE : STELE_FAULT_OP_FSYNC;
-        stele_io_fault_fail_after(e->io, op, 1 + rng_next(&rng) % 30,
-                                  rng_next(&rng) % 3 ? EIO : ENOSPC);
-        int steps = 5 + (int)(rng_next(&rng) % 25);
+        enum stele_fault_op op =
+            test_rng_next(&rng) % 2 ? STELE_FAULT_OP_WRITE : STELE_FAULT_OP_FSYNC;
+        stele_io_fault_fail_after(e->io, op, 1 + test_rng_next(&rng) % 30,
+                                  test_rng_next(&rng) % 3 ? EIO : ENOSPC);
+        int steps = 5 + (int)(test_rng_next(&rng) % 25);
         for (int step = 0; step < steps; step++) {
             int rc;
-            if (rng_next(&rng) % 5 == 0) {
+            if (test_rng_next(&rng) % 5 == 0) {
                 rc = stele_tsdb_flush(e->db);
             } else {
-                int k = 1 + (int)(rng_next(&rng) % 8);
+                int k = 1 + (int)(test_rng_next(&rng) % 8);
                 b.len = 0;
                 for (int i = 0; i < k; i++) {
-                    int d = (int)(rng_next(&rng) % (uint64_t)ndev);
+                    int d = (int)(test_rng_next(&rng) % (uint64_t)ndev);
                     /* mostly new counters, sometimes an old one again */
-                    uint64_t c = next[d] > 3 && rng_next(&rng) % 6 == 0
-                                     ? next[d] - 1 - rng_next(&rng) % 3
+                    uint64_t c = next[d] > 3 && test_rng_next(&rng) % 6 == 0
+                                     ? next[d] - 1 - test_rng_next(&rng) % 3
                                      : next[d]++;
                     if (c >= MAX_COUNTER - 1)
                         c = MAX_COUNTER - 2;
@@ -614,7 +609,7 @@ static void run_crash_seed(uint64_t seed)
             if (rc)
                 break; /* the machine dies at the first failure */
         }
-        stele_io_fault_power_cut(e->io, (enum stele_fault_cut_mode)(rng_next(&rng) % 3));
+        stele_io_fault_power_cut(e->io, (enum stele_fault_cut_mode)(test_rng_next(&rng) % 3));
         env_close(e);
         env_open(e, seed);
         /* Every acknowledged frame is present; anything present was sent. */
@@ -1318,11 +1313,11 @@ static void *race_sender(void *p)
     /* Every thread sends every (device, counter), item j = (j % 3, j / 3 + 1), in its own
      * groupings and with repeats of earlier items. */
     for (uint64_t j = 0; j < 3 * RACE_COUNTERS;) {
-        int k = 1 + (int)(rng_next(&a->rng) % 12);
+        int k = 1 + (int)(test_rng_next(&a->rng) % 12);
         b.len = 0;
         int n = 0;
         for (; n < k && j < 3 * RACE_COUNTERS; n++) {
-            uint64_t item = rng_next(&a->rng) % 3 ? j++ : rng_next(&a->rng) % (j + 1);
+            uint64_t item = test_rng_next(&a->rng) % 3 ? j++ : test_rng_next(&a->rng) % (j + 1);
             dev[n] = (int)(item % 3);
             ctr[n] = item / 3 + 1;
             body_add(&b, f, dev_frame(a->e, dev[n], ctr[n], f));

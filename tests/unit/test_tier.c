@@ -25,6 +25,8 @@
 #include "stele/tier.h"
 #include "stele/tsdb.h"
 
+#include "test_util.h"
+
 #define NS INT64_C(1000000000)
 #define MIN (60 * NS)
 #define T0 (INT64_C(1750000000) / 3600 * 3600 * NS) /* on an hour */
@@ -36,33 +38,26 @@ static int64_t fake_now(void *ctx)
     return T0 + 86400 * NS;
 }
 
-static uint64_t rng(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Random series: kind 0 regular 10 s, 1 irregular with gaps, 2 counter with resets. */
 static size_t make_series(uint64_t *r, int kind, int64_t *ts, double *v)
 {
-    int64_t t = T0 + (int64_t)(rng(r) % 30) * NS;
-    double x = (double)(rng(r) % 1000) / 10;
+    int64_t t = T0 + (int64_t)(test_rng_next(r) % 30) * NS;
+    double x = (double)(test_rng_next(r) % 1000) / 10;
     size_t n = 0;
     while (n < NPTS && t < T0 + 3 * 3600 * NS) {
         ts[n] = t;
         if (kind == 2) {
-            x += (double)(rng(r) % 50);
-            if (rng(r) % 97 == 0)
-                x = (double)(rng(r) % 10); /* reset */
+            x += (double)(test_rng_next(r) % 50);
+            if (test_rng_next(r) % 97 == 0)
+                x = (double)(test_rng_next(r) % 10); /* reset */
         } else {
-            x += ((double)(rng(r) % 2001) - 1000) / 100;
+            x += ((double)(test_rng_next(r) % 2001) - 1000) / 100;
         }
-        v[n] = (kind == 1 && rng(r) % 53 == 0) ? NAN : x;
+        v[n] = (kind == 1 && test_rng_next(r) % 53 == 0) ? NAN : x;
         n++;
         if (kind == 1)
-            t += (int64_t)(1 + rng(r) % 40) * NS + (rng(r) % 29 == 0 ? 20 * MIN : 0);
+            t += (int64_t)(1 + test_rng_next(r) % 40) * NS +
+                 (test_rng_next(r) % 29 == 0 ? 20 * MIN : 0);
         else
             t += 10 * NS;
     }

@@ -60,6 +60,8 @@
 #include "stele/tier.h"
 #include "stele/tsdb.h"
 
+#include "test_util.h"
+
 #define NS INT64_C(1000000000)
 #define MINUTE (60 * NS)
 #define HOUR (60 * MINUTE)
@@ -129,17 +131,9 @@ typedef struct {
     totals *tot;
 } run_state;
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t below(run_state *rs, uint64_t n)
 {
-    return n ? rng_next(&rs->rng) % n : 0;
+    return n ? test_rng_next(&rs->rng) % n : 0;
 }
 
 static int64_t test_clock(void *ctx)

@@ -51,6 +51,8 @@
 #include "stele/tier.h"
 #include "stele/tsdb.h"
 
+#include "test_util.h"
+
 #define NS INT64_C(1000000000)
 #define MS (NS / 1000)
 #define MIN (60 * NS)
@@ -58,14 +60,6 @@
 #define DAY (24 * HOUR)
 /* A UTC day boundary, so partitions (1 d) and tier buckets line up with it. */
 #define DAY0 (INT64_C(1750000000) / 86400 * 86400 * NS)
-
-static uint64_t rng(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static int64_t align_down(int64_t x, int64_t r)
 {
@@ -438,7 +432,7 @@ static void p_write(prop *p, const point *pts, size_t n)
     if (n == 0)
         return;
     stele_batch *b = NULL;
-    bool other = rng(&p->r) % 4 == 0;
+    bool other = test_rng_next(&p->r) % 4 == 0;
     assert_int_equal(stele_batch_create(&b), 0);
     for (size_t i = 0; i < n; i++) {
         stele_label l[3];
@@ -459,7 +453,7 @@ static void p_write(prop *p, const point *pts, size_t n)
 
 static double p_value(prop *p, int i)
 {
-    uint64_t x = rng(&p->r);
+    uint64_t x = test_rng_next(&p->r);
     switch (i) {
     case 0: /* gauge: random walk through negative values, NaN now and then */
         p->level[i] += ((double)(x % 2001) - 1000) / 100;
@@ -485,7 +479,7 @@ static double p_value(prop *p, int i)
 
 static int64_t p_gap(prop *p, int i)
 {
-    uint64_t x = rng(&p->r);
+    uint64_t x = test_rng_next(&p->r);
     switch (i) {
     case 0: /* multiples of 5 s (so samples sit on bucket boundaries), rare long gaps */
         return 5 * NS * (int64_t)(1 + x % 12) +
@@ -507,7 +501,7 @@ static int64_t p_gap(prop *p, int i)
 static void p_shuffle(prop *p, point *pts, size_t n)
 {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(rng(&p->r) % i);
+        size_t j = (size_t)(test_rng_next(&p->r) % i);
         point t = pts[i - 1];
         pts[i - 1] = pts[j];
         pts[j] = t;
@@ -521,16 +515,16 @@ static void p_append(prop *p)
 {
     point pts[P_BATCH_MAX];
     size_t n = 0;
-    int nser = 1 + (int)(rng(&p->r) % 3);
+    int nser = 1 + (int)(test_rng_next(&p->r) % 3);
     for (int s = 0; s < nser; s++) {
-        int i = (int)(rng(&p->r) % P_SERIES);
-        int k = 10 + (int)(rng(&p->r) % 60);
+        int i = (int)(test_rng_next(&p->r) % P_SERIES);
+        int k = 10 + (int)(test_rng_next(&p->r) % 60);
         for (int j = 0; j < k && n < P_BATCH_MAX && p->cursor[i] < P_T0 + P_SPAN; j++) {
             pts[n++] = (point){i, p->cursor[i], p_value(p, i)};
             p->cursor[i] += p_gap(p, i);
         }
     }
-    uint64_t order = rng(&p->r) % 10;
+    uint64_t order = test_rng_next(&p->r) % 10;
     if (order < 2) { /* reversed */
         for (size_t a = 0, z = n; a + 1 < z; a++, z--) {
             point t = pts[a];
@@ -548,15 +542,15 @@ static void p_append(prop *p)
 static void p_late(prop *p)
 {
     point pts[32];
-    int i = (int)(rng(&p->r) % P_SERIES);
+    int i = (int)(test_rng_next(&p->r) % P_SERIES);
     int64_t lo = P_T0 - 5 * MIN, hi = p->cursor[i];
     if (hi < P_T0 + 10 * MIN)
         hi = P_T0 + 10 * MIN;
     if (hi > P_T0 + P_SPAN)
         hi = P_T0 + P_SPAN; /* the clock accepts up to 10 minutes past the span */
-    size_t n = 1 + (size_t)(rng(&p->r) % 15);
+    size_t n = 1 + (size_t)(test_rng_next(&p->r) % 15);
     for (size_t j = 0; j < n; j++) {
-        uint64_t x = rng(&p->r);
+        uint64_t x = test_rng_next(&p->r);
         int64_t ts = lo + (int64_t)((x >> 8) % (uint64_t)((hi - lo) / MS)) * MS;
         if (x % 10 < 3)
             ts = align_down(ts, MIN);
@@ -575,15 +569,15 @@ static void p_rewrite(prop *p)
 {
     point pts[32];
     size_t n = 0;
-    int i = (int)(rng(&p->r) % P_SERIES);
+    int i = (int)(test_rng_next(&p->r) % P_SERIES);
     const model_series *m = &p->model[i];
     if (m->n == 0)
         return;
-    size_t k = 1 + (size_t)(rng(&p->r) % 10);
+    size_t k = 1 + (size_t)(test_rng_next(&p->r) % 10);
     for (size_t j = 0; j < k && n + 2 <= 32; j++) {
-        int64_t ts = m->ts[rng(&p->r) % m->n];
+        int64_t ts = m->ts[test_rng_next(&p->r) % m->n];
         pts[n++] = (point){i, ts, p_value(p, i)};
-        if (rng(&p->r) % 5 == 0)
+        if (test_rng_next(&p->r) % 5 == 0)
             pts[n++] = (point){i, ts, p_value(p, i)}; /* the later one wins */
     }
     p_write(p, pts, n);
@@ -674,9 +668,9 @@ static void p_check_storage(prop *p)
 {
     char err[256] = "";
     int64_t ranges[2][2] = {{P_T0 - DAY, P_T0 + 2 * DAY}, {0, 0}};
-    int64_t a = P_T0 - 10 * MIN + (int64_t)(rng(&p->r) % (uint64_t)(P_SPAN / MS)) * MS;
+    int64_t a = P_T0 - 10 * MIN + (int64_t)(test_rng_next(&p->r) % (uint64_t)(P_SPAN / MS)) * MS;
     ranges[1][0] = a;
-    ranges[1][1] = a + (int64_t)(rng(&p->r) % (uint64_t)(2 * HOUR / MS)) * MS;
+    ranges[1][1] = a + (int64_t)(test_rng_next(&p->r) % (uint64_t)(2 * HOUR / MS)) * MS;
     for (int k = 0; k < 2; k++) {
         p_collect c = {.p = p, .mint = ranges[k][0], .maxt = ranges[k][1]};
         assert_int_equal(stele_tsdb_select(p->st.db, "t", p_all, 1, c.mint, c.maxt, p_on_series, &c,
@@ -895,31 +889,33 @@ static void p_check_queries(prop *p)
             for (int ri = 0; ri < 3 && ranges[ri]; ri++) {
                 if (ri > 0 && !strstr(pq->q, "{R}"))
                     break;
-                if (p->light && rng(&p->r) % 8 != 0)
+                if (p->light && test_rng_next(&p->r) % 8 != 0)
                     continue;
-                int64_t range = ranges[ri], offset = r * (int64_t)(1 + rng(&p->r) % 2);
+                int64_t range = ranges[ri], offset = r * (int64_t)(1 + test_rng_next(&p->r) % 2);
                 p_expand(pq->q, range, offset, q, sizeof(q));
                 /* Range queries: start on the resolution (for 1m sometimes also on 10m),
                  * step the resolution and a multiple of it. */
                 for (int combo = 0; combo < 2; combo++) {
-                    int64_t step = combo == 0 ? r : r * (int64_t)(2 + rng(&p->r) % 5);
-                    int64_t start = align_down(P_T0 - 10 * MIN, r) + r * (int64_t)(rng(&p->r) % 12);
+                    int64_t step = combo == 0 ? r : r * (int64_t)(2 + test_rng_next(&p->r) % 5);
+                    int64_t start =
+                        align_down(P_T0 - 10 * MIN, r) + r * (int64_t)(test_rng_next(&p->r) % 12);
                     int64_t end = start + (last - start) / step * step + step;
                     p_compare(p, pq, q, r, range, offset, start, end, step, true, &raw, &tier,
                               &autom);
                 }
                 /* Instant queries at times on the resolution. */
                 for (int inst = 0; inst < 2; inst++) {
-                    int64_t at = align_down(
-                        P_T0 + (int64_t)(rng(&p->r) % (uint64_t)((P_SPAN + 20 * MIN) / NS)) * NS,
-                        r);
+                    int64_t at = align_down(P_T0 + (int64_t)(test_rng_next(&p->r) %
+                                                             (uint64_t)((P_SPAN + 20 * MIN) / NS)) *
+                                                       NS,
+                                            r);
                     p_compare(p, pq, q, r, range, offset, at, at, 0, false, &raw, &tier, &autom);
                 }
                 /* An offset of half the resolution with a start just as far past a
                  * boundary: the evaluation times after the offset are aligned, so a tier
                  * answers. */
                 if (strstr(pq->q, "{O}")) {
-                    int64_t half = r / 2, step = r * (int64_t)(1 + rng(&p->r) % 3);
+                    int64_t half = r / 2, step = r * (int64_t)(1 + test_rng_next(&p->r) % 3);
                     int64_t start = align_down(P_T0, r) + half;
                     p_expand(pq->q, range, half, q, sizeof(q));
                     p_compare(p, pq, q, r, range, half, start, start + (last - start) / step * step,
@@ -969,13 +965,13 @@ static void p_round(uint64_t seed)
     p->seed = seed;
     p->r = seed;
     store_init(&p->st, seed, 30 * DAY, P_NTIERS, p_tiers, P_T0 + P_SPAN + 10 * MIN);
-    p->st.o.compact_min_blocks = 2 + (uint32_t)(rng(&p->r) % 3);
+    p->st.o.compact_min_blocks = 2 + (uint32_t)(test_rng_next(&p->r) % 3);
     store_reopen(&p->st);
     for (int i = 0; i < P_SERIES; i++)
-        p->cursor[i] = P_T0 + (int64_t)(rng(&p->r) % 60) * NS + (i == 1 ? 30 * MIN : 0);
+        p->cursor[i] = P_T0 + (int64_t)(test_rng_next(&p->r) % 60) * NS + (i == 1 ? 30 * MIN : 0);
     p->doing = "start";
     for (p->op = 0; p->op < P_OPS; p->op++) {
-        uint64_t x = rng(&p->r) % 100;
+        uint64_t x = test_rng_next(&p->r) % 100;
         /* The overlay paths on purpose: data only in the head, then only in unbuilt
          * blocks, early on. */
         if (p->op == 3) {
@@ -1028,7 +1024,7 @@ static void p_round(uint64_t seed)
     p_rewrite(p);
     p_check(p, true, "late points in the head over built buckets");
     assert_int_equal(stele_tsdb_flush(p->st.db), 0);
-    p_check(p, rng(&p->r) % 2, "late points flushed, not built");
+    p_check(p, test_rng_next(&p->r) % 2, "late points flushed, not built");
     assert_int_equal(stele_tsdb_build_tiers(p->st.db), 0);
     p_check(p, false, "all built");
     store_reopen(&p->st);
@@ -1085,13 +1081,13 @@ static void x_write_hour(timeline *tl, int h)
     assert_int_equal(stele_batch_create(&b), 0);
     tl->st.now = base + HOUR;
     for (int k = 0; k < 120; k++) {
-        uint64_t x = rng(&tl->r);
+        uint64_t x = test_rng_next(&tl->r);
         tl->gauge += ((double)(x % 2001) - 1000) / 100;
         int64_t ts = base + k * 30 * NS + (k % 4 ? (int64_t)((x >> 16) % 20000) * MS : 0);
         x_add(tl, b, 1, ts, (x >> 40) % 100 == 0 ? NAN : tl->gauge);
     }
     for (int k = 0; k < 180; k++) {
-        uint64_t x = rng(&tl->r);
+        uint64_t x = test_rng_next(&tl->r);
         tl->counter += (double)(x % 10);
         if ((x >> 20) % 200 == 0)
             tl->counter = (double)((x >> 30) % 5);
@@ -1099,7 +1095,7 @@ static void x_write_hour(timeline *tl, int h)
     }
     if (h > 0) {
         for (int k = 0; k < 3; k++) {
-            uint64_t x = rng(&tl->r);
+            uint64_t x = test_rng_next(&tl->r);
             int64_t ts = base - HOUR + MS + (int64_t)(x % (uint64_t)((HOUR - 2 * MS) / MS)) * MS;
             x_add(tl, b, (int)(x >> 60) & 1, ts, ((double)((x >> 20) % 2001) - 1000) / 10);
         }

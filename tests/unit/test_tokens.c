@@ -11,7 +11,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +29,8 @@
 
 #include "stele/auth.h"
 #include "stele/io.h"
+
+#include "test_util.h"
 
 #define TOKENS_FILE_HEADER_SIZE 16
 /* A create record for tenant "default": 8 + (61 + 7) + 8 bytes. */
@@ -52,14 +53,6 @@ typedef struct {
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)type;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
@@ -76,7 +69,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     stele_io_destroy(f->io);
-    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_remove_tree(f->dir);
     free(f);
     return 0;
 }
@@ -104,13 +97,6 @@ static int authenticate(stele_tokens *t, const char *token, stele_token_info *in
     return stele_tokens_authenticate(t, token, strlen(token), info);
 }
 
-static uint64_t file_size(const char *path)
-{
-    struct stat st;
-    assert_int_equal(stat(path, &st), 0);
-    return (uint64_t)st.st_size;
-}
-
 static void flip_file_bit(const char *path, uint64_t byte_offset, unsigned bit)
 {
     int fd = open(path, O_RDWR);
@@ -120,44 +106,6 @@ static void flip_file_bit(const char *path, uint64_t byte_offset, unsigned bit)
     byte ^= (uint8_t)(1u << bit);
     assert_int_equal(pwrite(fd, &byte, 1, (off_t)byte_offset), 1);
     close(fd);
-}
-
-static uint8_t *read_whole_file(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    long size = ftell(fp);
-    assert_true(size >= 0);
-    rewind(fp);
-    uint8_t *data = malloc((size_t)size + 1);
-    assert_non_null(data);
-    assert_int_equal(fread(data, 1, (size_t)size, fp), (size_t)size);
-    fclose(fp);
-    *len = (size_t)size;
-    return data;
-}
-
-static void write_whole_file(const char *path, const uint8_t *data, size_t len)
-{
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    assert_int_equal(fwrite(data, 1, len, fp), len);
-    assert_int_equal(fclose(fp), 0);
-}
-
-static void put_le(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *p, int bytes)
-{
-    uint64_t v = 0;
-    for (int i = bytes - 1; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 /* ---- scopes and tenants -------------------------------------------------------- */
@@ -274,9 +222,9 @@ static void test_create_authenticate_revoke_list(void **state)
     assert_int_equal(authenticate(t, reader, &info), -EACCES);
     assert_int_equal(authenticate(t, admin, NULL), 0);
     assert_int_equal(stele_tokens_active_count(t), 1);
-    uint64_t size_after_revoke = file_size(f->log_path);
+    uint64_t size_after_revoke = test_file_size(f->log_path);
     assert_int_equal(stele_tokens_revoke(t, reader_info.id), 0); /* twice: no-op */
-    assert_int_equal(file_size(f->log_path), size_after_revoke);
+    assert_int_equal(test_file_size(f->log_path), size_after_revoke);
     assert_int_equal(stele_tokens_revoke(t, "0000000000000000"), -ENOENT);
     assert_int_equal(stele_tokens_revoke(t, "not-an-id"), -EINVAL);
 
@@ -404,7 +352,7 @@ static void test_persistence_across_reopen(void **state)
         assert_int_equal(stele_tokens_revoke(t, revoked_info.id), 0);
         stele_tokens_close(t);
     }
-    assert_int_equal(file_size(f->log_path),
+    assert_int_equal(test_file_size(f->log_path),
                      TOKENS_FILE_HEADER_SIZE + DEFAULT_TENANT_CREATE_RECORD_SIZE - 3 +
                          DEFAULT_TENANT_CREATE_RECORD_SIZE - 2 + REVOKE_RECORD_SIZE);
 }
@@ -492,10 +440,10 @@ static void test_torn_tail_is_cut_off(void **state)
         create_token(t, "default", STELE_SCOPE_READ, tokens[i], NULL);
     stele_tokens_close(t);
     uint64_t two_records = TOKENS_FILE_HEADER_SIZE + 2 * DEFAULT_TENANT_CREATE_RECORD_SIZE;
-    assert_int_equal(file_size(f->log_path), two_records + DEFAULT_TENANT_CREATE_RECORD_SIZE);
+    assert_int_equal(test_file_size(f->log_path), two_records + DEFAULT_TENANT_CREATE_RECORD_SIZE);
 
     size_t len = 0;
-    uint8_t *pristine = read_whole_file(f->log_path, &len);
+    uint8_t *pristine = test_read_file(f->log_path, &len);
 
     /* Every cut inside the third record: in its length, its payload, its checksum. */
     static const uint64_t cuts[] = {1, 7, 8, 40, DEFAULT_TENANT_CREATE_RECORD_SIZE - 1};
@@ -505,15 +453,15 @@ static void test_torn_tail_is_cut_off(void **state)
     size_t cut_count = sizeof(cuts) / sizeof(cuts[0]);
     for (size_t i = 0; i < cut_count + sizeof(zero_tails) / sizeof(zero_tails[0]); i++) {
         if (i < cut_count) {
-            write_whole_file(f->log_path, pristine, (size_t)(two_records + cuts[i]));
+            test_write_file(f->log_path, pristine, (size_t)(two_records + cuts[i]));
         } else {
-            write_whole_file(f->log_path, pristine, (size_t)two_records);
+            test_write_file(f->log_path, pristine, (size_t)two_records);
             /* truncate() extending a file fills it with zeros. */
             assert_int_equal(
                 truncate(f->log_path, (off_t)(two_records + zero_tails[i - cut_count])), 0);
         }
         t = open_store(f);
-        assert_int_equal(file_size(f->log_path), two_records); /* cut back, durably */
+        assert_int_equal(test_file_size(f->log_path), two_records); /* cut back, durably */
         assert_int_equal(authenticate(t, tokens[0], NULL), 0);
         assert_int_equal(authenticate(t, tokens[1], NULL), 0);
         assert_int_equal(authenticate(t, tokens[2], NULL), -EACCES);
@@ -553,7 +501,7 @@ static void test_damage_is_reported(void **state)
     assert_int_equal(stele_tokens_revoke(t, info.id), 0);
     stele_tokens_close(t);
     size_t len = 0;
-    uint8_t *pristine = read_whole_file(f->log_path, &len);
+    uint8_t *pristine = test_read_file(f->log_path, &len);
     uint64_t second = TOKENS_FILE_HEADER_SIZE + DEFAULT_TENANT_CREATE_RECORD_SIZE;
     uint64_t revoke = second + DEFAULT_TENANT_CREATE_RECORD_SIZE;
     assert_int_equal(len, revoke + REVOKE_RECORD_SIZE);
@@ -576,58 +524,58 @@ static void test_damage_is_reported(void **state)
     };
     for (size_t i = 0; i < sizeof(flips) / sizeof(flips[0]); i++) {
         for (unsigned bit = 0; bit < 8; bit += 7) {
-            write_whole_file(f->log_path, pristine, len);
+            test_write_file(f->log_path, pristine, len);
             flip_file_bit(f->log_path, flips[i].offset, bit);
             expect_open_fails(f, -EBADMSG, flips[i].what);
-            assert_int_equal(file_size(f->log_path), len); /* nothing cut off */
+            assert_int_equal(test_file_size(f->log_path), len); /* nothing cut off */
         }
     }
 
     /* A header shorter than 16 bytes cannot be a crash (the file is created whole). */
-    write_whole_file(f->log_path, pristine, 10);
+    test_write_file(f->log_path, pristine, 10);
     expect_open_fails(f, -EBADMSG, "a short header");
 
     /* Another version's file, intact: not damage, but not readable either. */
-    write_whole_file(f->log_path, pristine, len);
+    test_write_file(f->log_path, pristine, len);
     uint8_t header[TOKENS_FILE_HEADER_SIZE];
     memcpy(header, pristine, sizeof(header));
-    put_le(header + 8, 2, 4);
-    put_le(header + 12, (uint32_t)XXH3_64bits(header, 12), 4);
+    test_put_le(header + 8, 2, 4);
+    test_put_le(header + 12, (uint32_t)XXH3_64bits(header, 12), 4);
     uint8_t *v2 = malloc(len);
     assert_non_null(v2);
     memcpy(v2, pristine, len);
     memcpy(v2, header, sizeof(header));
-    write_whole_file(f->log_path, v2, len);
+    test_write_file(f->log_path, v2, len);
     expect_open_fails(f, -ENOTSUP, "version 2");
 
     /* Records consistent in themselves but not with the log: revoke of an unknown id. */
     memcpy(v2, pristine, len);
     memcpy(v2 + revoke + 8, "ffffffffffffffff", 16);
-    put_le(v2 + revoke + 8 + 16, XXH3_64bits(v2 + revoke, 8 + 16), 8);
-    write_whole_file(f->log_path, v2, len);
+    test_put_le(v2 + revoke + 8 + 16, XXH3_64bits(v2 + revoke, 8 + 16), 8);
+    test_write_file(f->log_path, v2, len);
     expect_open_fails(f, -EBADMSG, "revoke of an unknown id");
 
     /* ...and the same id created twice. */
     memcpy(v2, pristine, len);
     memcpy(v2 + second, v2 + TOKENS_FILE_HEADER_SIZE, DEFAULT_TENANT_CREATE_RECORD_SIZE);
-    write_whole_file(f->log_path, v2, len);
+    test_write_file(f->log_path, v2, len);
     expect_open_fails(f, -EBADMSG, "an id created twice");
 
     /* Bytes after the last record that are neither a cut record nor zeros... */
     memcpy(v2, pristine, len);
-    write_whole_file(f->log_path, v2, len);
+    test_write_file(f->log_path, v2, len);
     FILE *fp = fopen(f->log_path, "ab");
     assert_non_null(fp);
     assert_int_equal(fwrite("\xff\xff\xff\xff\xff\xff\xff\xff", 1, 8, fp), 8);
     assert_int_equal(fclose(fp), 0);
     expect_open_fails(f, -EBADMSG, "8 bytes of 0xff after the last record");
     /* ...or zeros longer than any record (8 + 4096 + 8) are damage too. */
-    write_whole_file(f->log_path, pristine, len);
+    test_write_file(f->log_path, pristine, len);
     assert_int_equal(truncate(f->log_path, (off_t)(len + 8 + 4096 + 8 + 1)), 0);
     expect_open_fails(f, -EBADMSG, "4113 zero bytes after the last record");
 
     /* Restored, the file opens again: nothing was changed by the failed opens. */
-    write_whole_file(f->log_path, pristine, len);
+    test_write_file(f->log_path, pristine, len);
     t = open_store(f);
     assert_int_equal(stele_tokens_active_count(t), 1);
     stele_tokens_close(t);
@@ -648,15 +596,6 @@ static stele_tokens *open_fault_store(stele_io *io)
     return t;
 }
 
-static stele_io *fault_io_with_data_dir(uint64_t seed)
-{
-    stele_io *io = NULL;
-    assert_int_equal(stele_io_fault_create(seed, &io), 0);
-    assert_int_equal(stele_io_mkdir(io, FAULT_DATA_DIR), 0);
-    assert_int_equal(stele_io_fsync_dir(io, "/"), 0);
-    return io;
-}
-
 /* A failed fsync is final: no later change is attempted, none is claimed, and
  * authentication goes on from memory. */
 static void test_failed_append_is_final(void **state)
@@ -667,7 +606,7 @@ static void test_failed_append_is_final(void **state)
     char lost[STELE_TOKEN_STRING_LEN + 1];
     stele_token_info revoked_info;
 
-    stele_io *io = fault_io_with_data_dir(1);
+    stele_io *io = test_fault_io_with_dir(1, FAULT_DATA_DIR);
     stele_tokens *t = open_fault_store(io);
     create_token(t, "default", STELE_SCOPE_READ, kept, NULL);
     create_token(t, "default", STELE_SCOPE_READ, revoked, &revoked_info);
@@ -714,7 +653,7 @@ static void test_crash_during_append_recovers(void **state)
     char tokens[ACKED + 1][STELE_TOKEN_STRING_LEN + 1];
 
     for (uint64_t seed = 1; seed <= SEEDS; seed++) {
-        stele_io *io = fault_io_with_data_dir(seed);
+        stele_io *io = test_fault_io_with_dir(seed, FAULT_DATA_DIR);
         stele_tokens *t = open_fault_store(io);
         for (int i = 0; i < ACKED; i++)
             create_token(t, "default", STELE_SCOPE_WRITE, tokens[i], NULL);
@@ -758,111 +697,27 @@ static size_t encode_vector(uint8_t *out)
         secret[i] = (uint8_t)i;
     uint8_t *p = out;
     memcpy(p, "STLTOKN1", 8);
-    put_le(p + 8, 1, 4);
-    put_le(p + 12, (uint32_t)XXH3_64bits(p, 12), 4);
+    test_put_le(p + 8, 1, 4);
+    test_put_le(p + 12, (uint32_t)XXH3_64bits(p, 12), 4);
     p += 16;
 
     uint8_t *record = p;
     size_t tenant_len = strlen(VECTOR_TENANT);
     size_t payload_len = 16 + 1 + tenant_len + 4 + 8 + 32;
-    put_le(p, payload_len, 4);
-    put_le(p + 4, 1, 4); /* create */
+    test_put_le(p, payload_len, 4);
+    test_put_le(p + 4, 1, 4); /* create */
     p += 8;
     memcpy(p, VECTOR_ID, 16);
     p[16] = (uint8_t)tenant_len;
     memcpy(p + 17, VECTOR_TENANT, tenant_len);
     p += 17 + tenant_len;
-    put_le(p, VECTOR_SCOPES, 4);
-    put_le(p + 4, (uint64_t)VECTOR_CREATED_NS, 8);
+    test_put_le(p, VECTOR_SCOPES, 4);
+    test_put_le(p + 4, (uint64_t)VECTOR_CREATED_NS, 8);
     assert_int_equal(crypto_generichash(p + 12, 32, secret, sizeof(secret), NULL, 0), 0);
     p += 44;
-    put_le(p, XXH3_64bits(record, (size_t)(p - record)), 8);
+    test_put_le(p, XXH3_64bits(record, (size_t)(p - record)), 8);
     p += 8;
     return (size_t)(p - out);
-}
-
-/* The repository root: $STELE_SOURCE_DIR (set by ctest), else derived from this file's
- * path as the compiler saw it. */
-static void source_dir(char *buf, size_t cap)
-{
-    const char *env = getenv("STELE_SOURCE_DIR");
-    if (env && *env) {
-        snprintf(buf, cap, "%s", env);
-        return;
-    }
-    const char *file = __FILE__;
-    const char *tail = strstr(file, "tests/unit/");
-    size_t prefix = tail ? (size_t)(tail - file) : 0;
-    if (prefix == 0)
-        snprintf(buf, cap, ".");
-    else
-        snprintf(buf, cap, "%.*s", (int)prefix, file);
-}
-
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* Reads the fenced block after the marker line in the doc: hex digits, whitespace, and
- * "#" comments to the end of a line. Returns the number of bytes. */
-static size_t read_doc_vector(uint8_t *out, size_t cap)
-{
-    char dir[4096];
-    char path[4200];
-    size_t len = 0;
-    source_dir(dir, sizeof(dir));
-    snprintf(path, sizeof(path), "%s/docs/format/tokens.md", dir);
-    if (access(path, R_OK) != 0)
-        fail_msg("cannot read %s (set STELE_SOURCE_DIR to the repository root)", path);
-    uint8_t *doc = read_whole_file(path, &len);
-    doc[len] = '\0';
-
-    const char *marker = strstr((const char *)doc, "<!-- test-vector: header-and-create -->");
-    if (!marker)
-        fail_msg("%s: no test-vector marker", path);
-    const char *p = strstr(marker, "```");
-    assert_non_null(p);
-    p = strchr(p, '\n');
-    assert_non_null(p);
-    size_t n = 0;
-    int high = -1;
-    while (*p && strncmp(p, "```", 3) != 0) {
-        if (*p == '#') {
-            p = strchr(p, '\n');
-            assert_non_null(p);
-            continue;
-        }
-        if (*p == ' ' || *p == '\n' || *p == '\t') {
-            p++;
-            continue;
-        }
-        int v = hex_value(*p);
-        if (v < 0)
-            fail_msg("%s: unexpected character '%c' in the test vector", path, *p);
-        if (high < 0) {
-            high = v;
-        } else {
-            assert_true(n < cap);
-            out[n++] = (uint8_t)(high << 4 | v);
-            high = -1;
-        }
-        p++;
-    }
-    assert_int_equal(high, -1);
-    free(doc);
-    return n;
-}
-
-static void print_hex(const char *label, const uint8_t *bytes, size_t len)
-{
-    fprintf(stderr, "%s (%zu bytes):\n", label, len);
-    for (size_t i = 0; i < len; i++)
-        fprintf(stderr, "%02x%s", bytes[i], (i % 16 == 15 || i + 1 == len) ? "\n" : " ");
 }
 
 static void test_format_vector_matches_doc(void **state)
@@ -874,15 +729,18 @@ static void test_format_vector_matches_doc(void **state)
 
     size_t encoded_len = encode_vector(encoded);
     assert_int_equal(encoded_len, TOKENS_FILE_HEADER_SIZE + DEFAULT_TENANT_CREATE_RECORD_SIZE);
-    size_t documented_len = read_doc_vector(documented, sizeof(documented));
+    size_t documented_len = test_doc_vector("tokens.md", "test-vector: header-and-create",
+                                            documented, sizeof(documented));
     if (documented_len != encoded_len || memcmp(documented, encoded, encoded_len) != 0) {
-        print_hex("expected (docs/format/tokens.md)", documented, documented_len);
-        print_hex("encoded from the documented layout", encoded, encoded_len);
+        fprintf(stderr, "expected (docs/format/tokens.md) (%zu bytes):\n", documented_len);
+        test_print_hex(stderr, documented, documented_len, 16, " ");
+        fprintf(stderr, "encoded from the documented layout (%zu bytes):\n", encoded_len);
+        test_print_hex(stderr, encoded, encoded_len, 16, " ");
         fail_msg("the test vector in docs/format/tokens.md does not match its layout");
     }
 
     /* The store reads the documented bytes as the documented token. */
-    write_whole_file(f->log_path, documented, documented_len);
+    test_write_file(f->log_path, documented, documented_len);
     stele_tokens *t = open_store(f);
     assert_int_equal(authenticate(t, VECTOR_TOKEN, &info), 0);
     assert_string_equal(info.id, VECTOR_ID);
@@ -891,7 +749,7 @@ static void test_format_vector_matches_doc(void **state)
     assert_int_equal(info.created_ns, VECTOR_CREATED_NS);
     assert_false(info.revoked);
     stele_tokens_close(t);
-    assert_int_equal(file_size(f->log_path), documented_len);
+    assert_int_equal(test_file_size(f->log_path), documented_len);
 }
 
 /* What the store writes decodes, by the document's layout, to what it returned. */
@@ -909,34 +767,35 @@ static void test_written_records_follow_the_doc(void **state)
     stele_tokens_close(t);
 
     size_t len = 0;
-    uint8_t *file = read_whole_file(f->log_path, &len);
+    uint8_t *file = test_read_file(f->log_path, &len);
     uint8_t header[16];
     memcpy(header, "STLTOKN1", 8);
-    put_le(header + 8, 1, 4);
-    put_le(header + 12, (uint32_t)XXH3_64bits(header, 12), 4);
+    test_put_le(header + 8, 1, 4);
+    test_put_le(header + 12, (uint32_t)XXH3_64bits(header, 12), 4);
     assert_memory_equal(file, header, 16);
 
     const uint8_t *record = file + 16;
-    size_t payload_len = (size_t)get_le(record, 4);
+    size_t payload_len = (size_t)test_get_le(record, 4);
     assert_int_equal(payload_len, 61 + strlen("acme-prod"));
-    assert_int_equal(get_le(record + 4, 4), 1);
+    assert_int_equal(test_get_le(record + 4, 4), 1);
     const uint8_t *payload = record + 8;
     assert_memory_equal(payload, info.id, 16);
     assert_int_equal(payload[16], strlen("acme-prod"));
     assert_memory_equal(payload + 17, "acme-prod", strlen("acme-prod"));
     const uint8_t *fixed = payload + 17 + strlen("acme-prod");
-    assert_int_equal(get_le(fixed, 4), STELE_SCOPE_WRITE | STELE_SCOPE_ADMIN);
-    assert_int_equal((int64_t)get_le(fixed + 4, 8), info.created_ns);
+    assert_int_equal(test_get_le(fixed, 4), STELE_SCOPE_WRITE | STELE_SCOPE_ADMIN);
+    assert_int_equal((int64_t)test_get_le(fixed + 4, 8), info.created_ns);
     assert_int_equal(sodium_hex2bin(secret, sizeof(secret), token + 21, 64, NULL, NULL, NULL), 0);
     crypto_generichash(hash, sizeof(hash), secret, sizeof(secret), NULL, 0);
     assert_memory_equal(fixed + 12, hash, 32);
-    assert_int_equal(get_le(record + 8 + payload_len, 8), XXH3_64bits(record, 8 + payload_len));
+    assert_int_equal(test_get_le(record + 8 + payload_len, 8),
+                     XXH3_64bits(record, 8 + payload_len));
 
     const uint8_t *revoke = record + 8 + payload_len + 8;
-    assert_int_equal(get_le(revoke, 4), 16);
-    assert_int_equal(get_le(revoke + 4, 4), 2);
+    assert_int_equal(test_get_le(revoke, 4), 16);
+    assert_int_equal(test_get_le(revoke + 4, 4), 2);
     assert_memory_equal(revoke + 8, info.id, 16);
-    assert_int_equal(get_le(revoke + 24, 8), XXH3_64bits(revoke, 24));
+    assert_int_equal(test_get_le(revoke + 24, 8), XXH3_64bits(revoke, 24));
     assert_int_equal(len, (size_t)(revoke + 32 - file));
     free(file);
 }

@@ -19,6 +19,8 @@
 #include "stele/io.h"
 #include "stele/wal.h"
 
+#include "test_util.h"
+
 typedef struct {
     uint32_t count;
     uint32_t next_expected;
@@ -256,44 +258,12 @@ static void test_rejects_bad_appends(void **state)
     stele_io_destroy(io);
 }
 
-/* Reads the hex between the vector markers of docs/format/wal.md. */
-static size_t read_doc_vector(uint8_t *out, size_t cap)
-{
-    const char *src = getenv("STELE_SOURCE_DIR");
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/docs/format/wal.md", src ? src : ".");
-    FILE *f = fopen(path, "r");
-    if (!f)
-        fail_msg("cannot open %s (set STELE_SOURCE_DIR to the repository)", path);
-    char line[256];
-    size_t n = 0;
-    int inside = 0;
-    while (fgets(line, sizeof(line), f)) {
-        if (strstr(line, "wal-vector-begin"))
-            inside = 1;
-        else if (strstr(line, "wal-vector-end"))
-            break;
-        else if (inside && line[0] != '`')
-            for (char *p = line; *p;) {
-                unsigned v;
-                int used;
-                if (sscanf(p, "%2x%n", &v, &used) == 1 && n < cap) {
-                    out[n++] = (uint8_t)v;
-                    p += used;
-                } else {
-                    p++;
-                }
-            }
-    }
-    fclose(f);
-    return n;
-}
-
 static void test_format_matches_documented_vector(void **state)
 {
     (void)state;
     uint8_t expect[256], *got = NULL;
-    size_t expect_len = read_doc_vector(expect, sizeof(expect)), got_len = 0;
+    size_t expect_len = test_doc_vector("wal.md", "wal-vector-begin", expect, sizeof(expect));
+    size_t got_len = 0;
     assert_true(expect_len > 32);
     stele_io *io;
     replay_state st;
