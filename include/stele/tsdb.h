@@ -130,6 +130,25 @@ void stele_batch_reset(stele_batch *b);
 int stele_batch_add(stele_batch *b, const char *tenant, const stele_label *labels, size_t nlabels,
                     int64_t ts, double value);
 size_t stele_batch_points(const stele_batch *b);
+
+/* Series handles, for writers that see the same series again and again (sealed frames:
+ * stele/sealed.h): resolve a label set once, then add points by handle, which skips
+ * encoding, hashing and looking up the series key per point.
+ *
+ * stele_tsdb_series_ref looks up an EXISTING series of db: 1 and *ref, or 0 when the
+ * store has no such series yet — add that point with stele_batch_add; once the write
+ * succeeds the series exists. It never creates one, so a handle costs no series quota
+ * and leaves nothing to recover. -EINVAL on a bad label set (as stele_batch_add).
+ * A handle stays valid while db is open: series are never removed while the store runs
+ * (retention drops samples and blocks, not series; the index is rebuilt only by an
+ * open). It is meaningful to db only: a batch holding handles must be written to it. */
+typedef struct stele_series_ref stele_series_ref;
+int stele_tsdb_series_ref(stele_tsdb *db, const char *tenant, const stele_label *labels,
+                          size_t nlabels, const stele_series_ref **ref);
+/* Adds one point of a series by handle; the write emits the series' definition into the
+ * log exactly as for stele_batch_add. Points by handle and by labels mix freely in one
+ * batch. -ENOMEM. */
+int stele_batch_add_ref(stele_batch *b, const stele_series_ref *ref, int64_t ts, double value);
 /* Attaches opaque bytes (copied; at most STELE_BATCH_MAX_ATTACHMENT) to the batch: they
  * are written in the same log record as its points and handed to the store's log_apply
  * hook (see stele_tsdb_options). A batch with an attachment is written even when it has

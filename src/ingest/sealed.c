@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bytes.h"
 #include "common/clock.h"
 #include "ingest/sealed_internal.h"
 #include "stele/frame.h"
@@ -309,6 +310,35 @@ int stele_sealed_attach(stele_sealed *s, stele_tsdb *db)
     return 0;
 }
 
+/* ---- points ------------------------------------------------------------------------- */
+
+/* One point of a frame as the request needs it: its shape (metric and labels, exactly as
+ * encoded: the key of the device's shape cache), timestamp and value. */
+typedef struct {
+    const uint8_t *shape;
+    size_t shape_len;
+    int64_t ts;
+    double value;
+} sealed_point;
+
+/* Steps over the point at p of a frame stele_frame_parse accepted — every length in it is
+ * known good, so this walk only skips them (layout: src/device/frame.c). The parse
+ * validated each point once; stele_frame_next_point would validate it again per use.
+ * Returns where the next point starts. */
+static const uint8_t *point_walk(const uint8_t *p, sealed_point *out)
+{
+    const uint8_t *start = p;
+    p += 1 + (size_t)p[0]; /* metric */
+    size_t k = *p++;
+    for (size_t i = 0; i < 2 * k; i++) /* label names and values */
+        p += 1 + (size_t)p[0];
+    out->shape = start;
+    out->shape_len = (size_t)(p - start);
+    out->ts = (int64_t)get_le64(p);
+    out->value = get_f64(p + 8);
+    return p + 16;
+}
+
 /* ---- per-frame checks ---------------------------------------------------------------- */
 
 /* Token bucket of the device: true if a frame may pass now. */
@@ -378,11 +408,12 @@ static stele_frame_status check_frame(stele_sealed *s, sealed_request *r, sealed
         return STELE_FRAME_QUOTA; /* out of memory for a new device: refuse, softly */
     if (!rate_admit(s, fr->dev, now))
         return STELE_FRAME_QUOTA;
-    size_t cursor = 0;
-    stele_frame_point pt;
-    while (stele_frame_next_point(f, &cursor, &pt))
+    sealed_point pt;
+    for (const uint8_t *at = f->points; at < f->points + f->points_len;) {
+        at = point_walk(at, &pt);
         if (pt.ts < min_ts || pt.ts > max_ts)
             return STELE_FRAME_CLOCK_SKEW;
+    }
     if (stele_frame_verify(f, key->public_key, r->scratch, STELE_FRAME_SCRATCH_BYTES) != 0)
         return STELE_FRAME_BAD_SIGNATURE;
     fr->key_id = f->key_id;
@@ -482,29 +513,63 @@ static int label_cmp(const stele_label *a, const stele_label *b)
     return c ? c : (a->name_len < b->name_len ? -1 : a->name_len > b->name_len);
 }
 
-/* Adds a frame's points: payload labels plus __name__, device and tenant (the
- * registry's; the parser refuses them in payloads). */
-static int batch_add_frame(stele_batch *b, const sealed_frame *fr)
+/* Adds the point at `cursor` of a frame by its label set: the payload's plus __name__,
+ * device and tenant (the registry's; the parser refuses them in payloads). When the store
+ * has the series already, *ref receives its handle (the point is added by it), else NULL
+ * (the point is added by labels and the write creates the series, within the quota). */
+static int batch_add_labels(stele_sealed *s, stele_batch *b, const sealed_frame *fr, size_t cursor,
+                            const char *store_tenant, const stele_series_ref **ref)
 {
     stele_label labels[STELE_FRAME_MAX_LABELS + 3];
     stele_frame_point pt;
-    size_t cursor = 0;
-    const char *store_tenant = fr->flags & FRAME_QUARANTINED ? STELE_QUARANTINE_TENANT : fr->tenant;
-    while (stele_frame_next_point(&fr->f, &cursor, &pt)) {
-        size_t n = 0;
-        labels[n++] = (stele_label){"__name__", 8, pt.metric, (uint32_t)pt.metric_len};
-        labels[n++] = (stele_label){"device", 6, fr->f.device_id, (uint32_t)fr->f.device_id_len};
-        labels[n++] = (stele_label){"tenant", 6, fr->tenant, (uint32_t)strlen(fr->tenant)};
-        for (size_t k = 0; k < pt.nlabels; k++)
-            labels[n++] = (stele_label){pt.labels[k].name, (uint32_t)pt.labels[k].name_len,
-                                        pt.labels[k].value, (uint32_t)pt.labels[k].value_len};
-        for (size_t k = 1; k < n; k++) /* insertion sort: at most 19 */
-            for (size_t j = k; j > 0 && label_cmp(&labels[j - 1], &labels[j]) > 0; j--) {
-                stele_label t = labels[j];
-                labels[j] = labels[j - 1];
-                labels[j - 1] = t;
-            }
-        int rc = stele_batch_add(b, store_tenant, labels, n, pt.ts, pt.value);
+    *ref = NULL;
+    if (!stele_frame_next_point(&fr->f, &cursor, &pt))
+        return -EINVAL; /* cannot happen: the frame was parsed */
+    size_t n = 0;
+    labels[n++] = (stele_label){"__name__", 8, pt.metric, (uint32_t)pt.metric_len};
+    labels[n++] = (stele_label){"device", 6, fr->f.device_id, (uint32_t)fr->f.device_id_len};
+    labels[n++] = (stele_label){"tenant", 6, fr->tenant, (uint32_t)strlen(fr->tenant)};
+    for (size_t k = 0; k < pt.nlabels; k++)
+        labels[n++] = (stele_label){pt.labels[k].name, (uint32_t)pt.labels[k].name_len,
+                                    pt.labels[k].value, (uint32_t)pt.labels[k].value_len};
+    for (size_t k = 1; k < n; k++) /* insertion sort: at most 19 */
+        for (size_t j = k; j > 0 && label_cmp(&labels[j - 1], &labels[j]) > 0; j--) {
+            stele_label t = labels[j];
+            labels[j] = labels[j - 1];
+            labels[j - 1] = t;
+        }
+    int rc = stele_tsdb_series_ref(s->db, store_tenant, labels, n, ref);
+    if (rc == 1)
+        return stele_batch_add_ref(b, *ref, pt.ts, pt.value);
+    if (rc == 0)
+        rc = stele_batch_add(b, store_tenant, labels, n, pt.ts, pt.value);
+    return rc;
+}
+
+/* Adds a frame's points. Each shape's series handle comes from the device's cache (the
+ * device is locked); on a miss the label set is built and resolved, and the handle
+ * cached once the series exists. */
+static int batch_add_frame(stele_sealed *s, stele_batch *b, const sealed_frame *fr)
+{
+    bool quarantined = fr->flags & FRAME_QUARANTINED;
+    const char *store_tenant = quarantined ? STELE_QUARANTINE_TENANT : fr->tenant;
+    sealed_shape_cache *cache = &fr->dev->shapes;
+    sealed_shapes_bind(cache, s->db, fr->tenant, quarantined);
+    const uint8_t *points = fr->f.points, *end = points + fr->f.points_len;
+    for (const uint8_t *at = points; at < end;) {
+        sealed_point pt;
+        size_t cursor = (size_t)(at - points);
+        at = point_walk(at, &pt);
+        uint64_t hash = hashmap_hash(pt.shape, pt.shape_len);
+        const stele_series_ref *ref = sealed_shapes_find(cache, pt.shape, pt.shape_len, hash);
+        int rc;
+        if (ref) {
+            rc = stele_batch_add_ref(b, ref, pt.ts, pt.value);
+        } else {
+            rc = batch_add_labels(s, b, fr, cursor, store_tenant, &ref);
+            if (rc == 0 && ref)
+                sealed_shapes_put(cache, pt.shape, pt.shape_len, hash, ref);
+        }
         if (rc)
             return rc;
     }
@@ -512,7 +577,7 @@ static int batch_add_frame(stele_batch *b, const sealed_frame *fr)
 }
 
 /* Builds the batch and its attachment from the frames judged new. */
-static int build_write(sealed_request *r, size_t n, int64_t now, uint64_t *points,
+static int build_write(stele_sealed *s, sealed_request *r, size_t n, int64_t now, uint64_t *points,
                        uint64_t *quarantined)
 {
     uint32_t nnew = 0;
@@ -525,7 +590,7 @@ static int build_write(sealed_request *r, size_t n, int64_t now, uint64_t *point
         const sealed_frame *fr = &r->frames[i];
         if (!(fr->flags & FRAME_NEW))
             continue;
-        int rc = batch_add_frame(r->batch, fr);
+        int rc = batch_add_frame(s, r->batch, fr);
         if (rc)
             return rc;
         sealed_admit a = {fr->f.device_id, fr->f.device_id_len, fr->key_id, fr->f.counter};
@@ -620,7 +685,7 @@ int stele_sealed_ingest(stele_sealed *s, const uint8_t *body, size_t len,
         lock_devices(r, nd);
         locked = true;
         judge_windows(s, r, n, ngroups, results);
-        rc = build_write(r, n, now, &points, &quarantined);
+        rc = build_write(s, r, n, now, &points, &quarantined);
         if (rc == 0 && points) {
             /* The store applies the attachment to the windows (sealed_log_apply) once the
              * record is durable, in this thread, while the devices are still locked. */

@@ -6,6 +6,7 @@
  *   sealed_windows.c  the device table and its anti-replay windows, the attachment the
  *                     store's log carries, the checkpoint file (DATA/windows.ckpt)
  *   sealed_rejects.c  the bounded summary of refused frames for the audit trail
+ *   sealed_shapes.c   per device, the store's series handles by point shape
  *
  * Locks, in the order they may be taken:
  *   device mu      (many: in ascending device `order`, only by a request; the flush
@@ -35,6 +36,35 @@ typedef struct {
     stele_replay_window w;
 } sealed_window;
 
+/* Bounds of a device's shape cache (sealed_shapes.c). 256 distinct series per device
+ * covers a frame of the benchmark's 50 sensors five times over and real fleets' few
+ * dozen metrics; the byte budget allows 256 shapes of 64 bytes (a metric and two short
+ * labels). When either fills, the cache is emptied whole: a device with more shapes than
+ * this pays the per-point cost of before, no more. A longer shape is never cached. */
+#define SEALED_SHAPES_PER_DEVICE 256
+#define SEALED_SHAPE_BYTES (16u << 10)
+#define SEALED_SHAPE_MAX_LEN 512
+
+typedef struct {
+    uint64_t hash;
+    const stele_series_ref *ref;
+    uint32_t off, len; /* the shape's bytes in the cache's arena */
+} sealed_shape;
+
+/* A point shape (its metric and labels, exactly as the frame encodes them) → the store's
+ * series handle, for the (store, store tenant, tenant label) it was filled for. */
+typedef struct {
+    const stele_tsdb *db; /* NULL: empty */
+    bool quarantined;
+    char tenant[65];
+    sealed_shape *entries;
+    uint32_t n, entries_cap;
+    uint16_t *slots; /* open addressing: entry index + 1, 0 empty; at most half full */
+    uint32_t nslots;
+    uint8_t *bytes;
+    uint32_t bytes_len, bytes_cap;
+} sealed_shape_cache;
+
 typedef struct {
     char id[STELE_DEVICE_ID_MAX + 1];
     size_t id_len;
@@ -44,7 +74,8 @@ typedef struct {
      * while the store replays its log at open there are no other threads. */
     pthread_mutex_t mu;
     sealed_window win[SEALED_KEYS_PER_DEVICE];
-    int64_t last_seen_ns; /* newest receipt time of an accepted frame */
+    int64_t last_seen_ns;      /* newest receipt time of an accepted frame */
+    sealed_shape_cache shapes; /* guarded by mu */
     pthread_mutex_t rate_mu;
     double tokens; /* token bucket of the per-device rate limit */
     int64_t tokens_at;
@@ -137,6 +168,20 @@ int sealed_log_apply(void *ctx, const uint8_t *attachment, size_t len);
 int sealed_log_checkpoint(void *ctx);
 /* Loads DATA/windows.ckpt into the (empty) table; a missing file is an empty one. */
 int sealed_checkpoint_load(stele_sealed *s, char *err, size_t errcap);
+
+/* ---- series handles by point shape (sealed_shapes.c) ----------------------------- */
+
+/* Makes the cache hold handles of (db, store tenant — the device's or the quarantine's —,
+ * tenant label): emptied first if it held another's. */
+void sealed_shapes_bind(sealed_shape_cache *c, const stele_tsdb *db, const char *tenant,
+                        bool quarantined);
+/* The handle for a shape, or NULL. hash: hashmap_hash of the shape. */
+const stele_series_ref *sealed_shapes_find(const sealed_shape_cache *c, const uint8_t *shape,
+                                           size_t len, uint64_t hash);
+/* Remembers shape → ref (best effort: out of memory or an overlong shape caches nothing). */
+void sealed_shapes_put(sealed_shape_cache *c, const uint8_t *shape, size_t len, uint64_t hash,
+                       const stele_series_ref *ref);
+void sealed_shapes_free(sealed_shape_cache *c);
 
 /* ---- refusal summaries (sealed_rejects.c) ---------------------------------------- */
 

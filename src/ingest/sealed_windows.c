@@ -79,6 +79,7 @@ void sealed_table_free(sealed_table *t)
     for (size_t i = 0; i < t->n; i++) {
         pthread_mutex_destroy(&t->all[i]->mu);
         pthread_mutex_destroy(&t->all[i]->rate_mu);
+        sealed_shapes_free(&t->all[i]->shapes);
         free(t->all[i]);
     }
     free(t->all);

@@ -220,9 +220,10 @@ static void tsdb_publish(stele_tsdb *db, block_set *next, bool drop_frozen)
 
 typedef struct {
     uint64_t hash;
-    uint32_t off;
+    uint32_t off; /* in key_bytes; unused by_ref (the series holds the key) */
     uint32_t len;
-    tsdb_series *series;
+    bool by_ref;         /* added by handle: series is set from the start */
+    tsdb_series *series; /* else resolved by the write */
 } batch_key;
 
 typedef struct {
@@ -237,6 +238,10 @@ struct stele_batch {
     batch_key *keys;
     uint32_t nkeys, keys_cap;
     hashmap key_map; /* key bytes → key index + 1 (as a pointer-sized integer) */
+    /* Keys added by handle, deduplicated by series: open addressing on the series id
+     * (key index + 1; 0 empty), at most half full. Cleared only when used. */
+    uint32_t *ref_slots;
+    uint32_t ref_cap, nrefs;
     batch_point *points;
     size_t npoints, points_cap;
     uint32_t last_key; /* index + 1 of the previous point's key, 0 if none */
@@ -252,6 +257,12 @@ struct stele_batch {
     bool attached;
     uint8_t key_tmp[STELE_MAX_SERIES_KEY];
 };
+
+/* A key's bytes: in the batch, or in the series of a handle. */
+static const uint8_t *batch_key_bytes(const stele_batch *b, const batch_key *k)
+{
+    return k->by_ref ? k->series->key : b->key_bytes + k->off;
+}
 
 int stele_batch_create(stele_batch **out)
 {
@@ -271,6 +282,7 @@ void stele_batch_destroy(stele_batch *b)
     free(b->key_bytes);
     free(b->keys);
     hashmap_free(&b->key_map);
+    free(b->ref_slots);
     free(b->points);
     free(b->samples);
     free(b->defs);
@@ -282,7 +294,14 @@ void stele_batch_reset(stele_batch *b)
 {
     b->key_bytes_len = 0;
     b->nkeys = 0;
-    hashmap_clear(&b->key_map);
+    /* Clearing touches the whole table: skip it when the last batch used none (a batch
+     * of handles only leaves the key map empty). */
+    if (b->key_map.count)
+        hashmap_clear(&b->key_map);
+    if (b->nrefs) {
+        memset(b->ref_slots, 0, b->ref_cap * sizeof(*b->ref_slots));
+        b->nrefs = 0;
+    }
     b->npoints = 0;
     b->last_key = 0;
     b->min_ts = INT64_MAX;
@@ -336,7 +355,7 @@ int stele_batch_add(stele_batch *b, const char *tenant, const stele_label *label
     uint32_t key;
     const batch_key *last = b->last_key ? &b->keys[b->last_key - 1] : NULL;
     if (last && last->len == (uint32_t)len &&
-        memcmp(b->key_bytes + last->off, b->key_tmp, (size_t)len) == 0) {
+        memcmp(batch_key_bytes(b, last), b->key_tmp, (size_t)len) == 0) {
         key = b->last_key - 1;
     } else {
         uint64_t h = hashmap_hash(b->key_tmp, (size_t)len);
@@ -358,7 +377,8 @@ int stele_batch_add(stele_batch *b, const char *tenant, const stele_label *label
                 /* Rebuild the map: its keys pointed into the old buffer. */
                 hashmap_clear(&b->key_map);
                 for (uint32_t i = 0; i < b->nkeys; i++)
-                    if (hashmap_put(&b->key_map, b->keys[i].hash, b->key_bytes + b->keys[i].off,
+                    if (!b->keys[i].by_ref &&
+                        hashmap_put(&b->key_map, b->keys[i].hash, b->key_bytes + b->keys[i].off,
                                     b->keys[i].len, (void *)(uintptr_t)(i + 1)))
                         return -ENOMEM;
             }
@@ -367,12 +387,103 @@ int stele_batch_add(stele_batch *b, const char *tenant, const stele_label *label
             k->hash = h;
             k->off = (uint32_t)b->key_bytes_len;
             k->len = (uint32_t)len;
+            k->by_ref = false;
             k->series = NULL;
             memcpy(b->key_bytes + k->off, b->key_tmp, (size_t)len);
             b->key_bytes_len += (size_t)len;
             if (hashmap_put(&b->key_map, h, b->key_bytes + k->off, (size_t)len,
                             (void *)(uintptr_t)(key + 1)))
                 return -ENOMEM;
+        }
+    }
+    if (grow((void **)&b->points, &b->points_cap, b->npoints + 1, sizeof(*b->points)))
+        return -ENOMEM;
+    b->points[b->npoints++] = (batch_point){.key = key, .ts = ts, .value = value};
+    b->last_key = key + 1;
+    if (ts < b->min_ts)
+        b->min_ts = ts;
+    if (ts > b->max_ts)
+        b->max_ts = ts;
+    return 0;
+}
+
+/* The slot of series id in a ref table of cap slots (a power of two). */
+static uint32_t ref_slot_of(uint64_t id, uint32_t cap)
+{
+    /* Fibonacci hashing: ids are dense small integers, the top bits of the product
+     * spread them over the table. */
+    return (uint32_t)((id * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & (cap - 1);
+}
+
+/* Doubles the ref table and re-places every key added by handle. */
+static int batch_grow_refs(stele_batch *b)
+{
+    uint32_t cap = b->ref_cap ? 2 * b->ref_cap : 256;
+    uint32_t *slots = calloc(cap, sizeof(*slots));
+    if (!slots)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < b->nkeys; i++) {
+        if (!b->keys[i].by_ref)
+            continue;
+        uint32_t at = ref_slot_of(b->keys[i].series->id, cap);
+        while (slots[at])
+            at = (at + 1) & (cap - 1);
+        slots[at] = i + 1;
+    }
+    free(b->ref_slots);
+    b->ref_slots = slots;
+    b->ref_cap = cap;
+    return 0;
+}
+
+int stele_tsdb_series_ref(stele_tsdb *db, const char *tenant, const stele_label *labels,
+                          size_t nlabels, const stele_series_ref **ref)
+{
+    /* Label sets of sealed frames are short; the heap serves the rare long one. */
+    uint8_t small[1024];
+    uint8_t *key = small, *big = NULL;
+    size_t tenant_len = strlen(tenant);
+    int len = series_key_encode(tenant, tenant_len, labels, nlabels, small, sizeof(small));
+    if (len == -ENOSPC) {
+        if (!(big = malloc(STELE_MAX_SERIES_KEY)))
+            return -ENOMEM;
+        key = big;
+        len = series_key_encode(tenant, tenant_len, labels, nlabels, big, STELE_MAX_SERIES_KEY);
+    }
+    int rc = -EINVAL;
+    if (len >= 0) {
+        tsdb_series *s = index_lookup(&db->ix, key, (size_t)len, hashmap_hash(key, (size_t)len));
+        *ref = (const stele_series_ref *)s; /* borrowed: lives as long as the index */
+        rc = s != NULL;
+    }
+    free(big);
+    return rc;
+}
+
+int stele_batch_add_ref(stele_batch *b, const stele_series_ref *ref, int64_t ts, double value)
+{
+    tsdb_series *s = (tsdb_series *)ref;
+    uint32_t key;
+    if (b->last_key && b->keys[b->last_key - 1].series == s) {
+        key = b->last_key - 1;
+    } else {
+        if (2 * (b->nrefs + 1) > b->ref_cap && batch_grow_refs(b))
+            return -ENOMEM;
+        uint32_t at = ref_slot_of(s->id, b->ref_cap);
+        while (b->ref_slots[at] && b->keys[b->ref_slots[at] - 1].series != s)
+            at = (at + 1) & (b->ref_cap - 1);
+        if (b->ref_slots[at]) {
+            key = b->ref_slots[at] - 1;
+        } else {
+            size_t kcap = b->keys_cap;
+            if (grow((void **)&b->keys, &kcap, b->nkeys + 1, sizeof(*b->keys)))
+                return -ENOMEM;
+            b->keys_cap = (uint32_t)kcap;
+            key = b->nkeys++;
+            b->keys[key] = (batch_key){
+                .hash = s->hash, .off = 0, .len = s->key_len, .by_ref = true, .series = s};
+            b->ref_slots[at] = key + 1;
+            b->nrefs++;
         }
     }
     if (grow((void **)&b->points, &b->points_cap, b->npoints + 1, sizeof(*b->points)))
@@ -489,10 +600,10 @@ static int batch_check_series_quota(stele_tsdb *db, stele_batch *b, uint64_t lim
     /* Fast path: even if every key of the batch were new, its tenant stays within the
      * limit (batches from the HTTP API hold one tenant: check the first key's). */
     if (b->nkeys) {
-        const uint8_t *key = b->key_bytes + b->keys[0].off;
+        const uint8_t *key = batch_key_bytes(b, &b->keys[0]);
         bool one_tenant = true;
         for (uint32_t i = 1; i < b->nkeys && one_tenant; i++) {
-            const uint8_t *k = b->key_bytes + b->keys[i].off;
+            const uint8_t *k = batch_key_bytes(b, &b->keys[i]);
             one_tenant = k[0] == key[0] && !memcmp(k + 1, key + 1, key[0]);
         }
         if (one_tenant &&
@@ -509,7 +620,8 @@ static int batch_check_series_quota(stele_tsdb *db, stele_batch *b, uint64_t lim
     size_t nseen = 0;
     for (uint32_t i = 0; i < b->nkeys; i++) {
         batch_key *k = &b->keys[i];
-        if (index_lookup(&db->ix, b->key_bytes + k->off, k->len, k->hash))
+        /* A handle is of an existing series; so may a key be (then it is no new one). */
+        if (k->by_ref || index_lookup(&db->ix, b->key_bytes + k->off, k->len, k->hash))
             continue;
         const uint8_t *key = b->key_bytes + k->off;
         size_t j = 0;
@@ -554,6 +666,8 @@ int stele_tsdb_write_quota(stele_tsdb *db, stele_batch *b, uint64_t max_tenant_s
         return rc;
     for (uint32_t i = 0; i < b->nkeys; i++) {
         batch_key *k = &b->keys[i];
+        if (k->by_ref)
+            continue; /* resolved when the handle was */
         rc = index_get_or_create(&db->ix, b->key_bytes + k->off, k->len, k->hash, &k->series);
         if (rc)
             return rc;
