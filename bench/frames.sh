@@ -6,7 +6,7 @@
 # Design: a fresh data directory; `stele serve` with default settings (fsync per
 # acknowledgement, anti-replay windows, audit trail) and nothing else running; then
 # build/bench/frames_load (see its header) against it: DEVICES (10,000) devices are added
-# and enrolled in a burst by ENROLL_CLIENTS (32) concurrent clients, FRAMES (200,000)
+# and enrolled in a burst by ENROLL_CLIENTS (32) concurrent clients, FRAMES (400,000)
 # frames of POINTS (50) points are sealed in advance, the bare verification rate is
 # measured with 1 and 2 threads while the server idles (2 = the machine's cores: the
 # verification limit), then CLIENTS (4) keep-alive clients post BATCH (256) frames per
@@ -21,7 +21,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEVICES=${DEVICES:-10000}
-FRAMES=${FRAMES:-200000}
+FRAMES=${FRAMES:-400000}
 POINTS=${POINTS:-50}
 BATCH=${BATCH:-256}
 CLIENTS=${CLIENTS:-4}
@@ -87,6 +87,7 @@ lines = [f"# frames benchmark (HEAD {head})", "",
          f"| of the verification limit | {100 * s['of_verify_limit']:.1f} % |",
          f"| client CPU during the send (cores) | {by['send'].get('client_cpu_cores', 0):.2f} |",
          f"| frames not accepted | {by['send']['not_accepted']} |",
+         f"| requests retried after 503 (head full during a flush) | {by['send'].get('retried_503', 0)} |",
          f"| add {by['add']['devices']:,} devices | {by['add']['seconds']:.2f} s, {by['add']['errors']} errors |",
          f"| enroll burst ({by['enroll']['clients']} clients) | {by['enroll']['seconds']:.2f} s ({by['enroll']['per_second']:,.0f}/s), {by['enroll']['errors']} errors |",
          f"| after the burst: listed / active / key id 1 / duplicates | {by['enroll_check']['listed']} / {by['enroll_check']['active']} / {by['enroll_check']['key_id_1']} / {by['enroll_check']['duplicates']} |"]
