@@ -79,6 +79,20 @@ int stele_frame_span(const uint8_t *buf, size_t len, size_t *frame_len);
  * while there are points. */
 bool stele_frame_next_point(const stele_frame *f, size_t *cursor, stele_frame_point *p);
 
+/* A point of a parsed frame as stored bytes: its shape — the metric and labels exactly as
+ * encoded (canonical: equal shapes have equal bytes, so they can key a cache) — and its
+ * timestamp and value. */
+typedef struct {
+    const uint8_t *shape;
+    size_t shape_len;
+    int64_t ts;
+    double value;
+} stele_frame_raw_point;
+
+/* As stele_frame_next_point without decoding labels or validating again (the parse did
+ * that once): for the hot path of ingestion. Only for frames stele_frame_parse accepted. */
+bool stele_frame_next_raw(const stele_frame *f, size_t *cursor, stele_frame_raw_point *p);
+
 /* Verifies the signature (pure Ed25519 over STELE_FRAME_DOMAIN, its zero byte, and the
  * signed bytes) with the device's public key (32 bytes): 0 or -EBADMSG; -ENOTSUP for
  * another algorithm. scratch (≥ STELE_FRAME_SCRATCH_BYTES) holds the message. */

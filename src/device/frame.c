@@ -267,6 +267,24 @@ bool stele_frame_next_point(const stele_frame *f, size_t *cursor, stele_frame_po
     return true;
 }
 
+bool stele_frame_next_raw(const stele_frame *f, size_t *cursor, stele_frame_raw_point *p)
+{
+    if (*cursor >= f->points_len)
+        return false;
+    /* Every length was checked by the parse: this walk only steps over them. */
+    const uint8_t *start = f->points + *cursor, *at = start;
+    at += 1 + (size_t)at[0]; /* metric */
+    size_t k = *at++;
+    for (size_t i = 0; i < 2 * k; i++) /* label names and values */
+        at += 1 + (size_t)at[0];
+    p->shape = start;
+    p->shape_len = (size_t)(at - start);
+    p->ts = (int64_t)get_le64(at);
+    p->value = get_f64(at + 8);
+    *cursor = (size_t)(at + 16 - f->points);
+    return true;
+}
+
 /* The message signed (pure Ed25519, RFC 8032): the domain with its terminating zero,
  * then the frame up to the signature. */
 #define FRAME_DOMAIN_BYTES sizeof(STELE_FRAME_DOMAIN)

@@ -25,7 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/bytes.h"
 #include "common/clock.h"
 #include "ingest/sealed_internal.h"
 #include "stele/frame.h"
@@ -312,33 +311,6 @@ int stele_sealed_attach(stele_sealed *s, stele_tsdb *db)
 
 /* ---- points ------------------------------------------------------------------------- */
 
-/* One point of a frame as the request needs it: its shape (metric and labels, exactly as
- * encoded: the key of the device's shape cache), timestamp and value. */
-typedef struct {
-    const uint8_t *shape;
-    size_t shape_len;
-    int64_t ts;
-    double value;
-} sealed_point;
-
-/* Steps over the point at p of a frame stele_frame_parse accepted — every length in it is
- * known good, so this walk only skips them (layout: src/device/frame.c). The parse
- * validated each point once; stele_frame_next_point would validate it again per use.
- * Returns where the next point starts. */
-static const uint8_t *point_walk(const uint8_t *p, sealed_point *out)
-{
-    const uint8_t *start = p;
-    p += 1 + (size_t)p[0]; /* metric */
-    size_t k = *p++;
-    for (size_t i = 0; i < 2 * k; i++) /* label names and values */
-        p += 1 + (size_t)p[0];
-    out->shape = start;
-    out->shape_len = (size_t)(p - start);
-    out->ts = (int64_t)get_le64(p);
-    out->value = get_f64(p + 8);
-    return p + 16;
-}
-
 /* ---- per-frame checks ---------------------------------------------------------------- */
 
 /* Token bucket of the device: true if a frame may pass now. */
@@ -408,12 +380,11 @@ static stele_frame_status check_frame(stele_sealed *s, sealed_request *r, sealed
         return STELE_FRAME_QUOTA; /* out of memory for a new device: refuse, softly */
     if (!rate_admit(s, fr->dev, now))
         return STELE_FRAME_QUOTA;
-    sealed_point pt;
-    for (const uint8_t *at = f->points; at < f->points + f->points_len;) {
-        at = point_walk(at, &pt);
+    stele_frame_raw_point pt;
+    size_t cursor = 0;
+    while (stele_frame_next_raw(f, &cursor, &pt))
         if (pt.ts < min_ts || pt.ts > max_ts)
             return STELE_FRAME_CLOCK_SKEW;
-    }
     if (stele_frame_verify(f, key->public_key, r->scratch, STELE_FRAME_SCRATCH_BYTES) != 0)
         return STELE_FRAME_BAD_SIGNATURE;
     fr->key_id = f->key_id;
@@ -555,18 +526,18 @@ static int batch_add_frame(stele_sealed *s, stele_batch *b, const sealed_frame *
     const char *store_tenant = quarantined ? STELE_QUARANTINE_TENANT : fr->tenant;
     sealed_shape_cache *cache = &fr->dev->shapes;
     sealed_shapes_bind(cache, s->db, fr->tenant, quarantined);
-    const uint8_t *points = fr->f.points, *end = points + fr->f.points_len;
-    for (const uint8_t *at = points; at < end;) {
-        sealed_point pt;
-        size_t cursor = (size_t)(at - points);
-        at = point_walk(at, &pt);
+    stele_frame_raw_point pt;
+    size_t cursor = 0, at = 0;
+    while (stele_frame_next_raw(&fr->f, &cursor, &pt)) {
+        size_t this_point = at;
+        at = cursor;
         uint64_t hash = hashmap_hash(pt.shape, pt.shape_len);
         const stele_series_ref *ref = sealed_shapes_find(cache, pt.shape, pt.shape_len, hash);
         int rc;
         if (ref) {
             rc = stele_batch_add_ref(b, ref, pt.ts, pt.value);
         } else {
-            rc = batch_add_labels(s, b, fr, cursor, store_tenant, &ref);
+            rc = batch_add_labels(s, b, fr, this_point, store_tenant, &ref);
             if (rc == 0 && ref)
                 sealed_shapes_put(cache, pt.shape, pt.shape_len, hash, ref);
         }

@@ -105,6 +105,37 @@ static void test_round_trip(void **state)
     assert_false(stele_frame_next_point(&f, &cur, &p));
 }
 
+/* The unchecked walk of the ingestion hot path sees the same points as the checked one:
+ * shape bytes are exactly the metric and labels as encoded (from the metric length byte
+ * up to the timestamp), and the cursors advance alike. */
+static void test_raw_walk_equals_checked_walk(void **state)
+{
+    (void)state;
+    uint8_t pk[32], sk[64], buf[512];
+    vector_keys(pk, sk);
+    size_t len = vector_frame(buf, sizeof(buf), sk);
+    stele_frame f;
+    const char *why = NULL;
+    assert_int_equal(stele_frame_parse(buf, len, &f, &why), 0);
+    size_t checked = 0, raw = 0, n = 0;
+    stele_frame_point p;
+    stele_frame_raw_point r;
+    while (stele_frame_next_point(&f, &checked, &p)) {
+        size_t start = raw;
+        assert_true(stele_frame_next_raw(&f, &raw, &r));
+        assert_int_equal(raw, checked);
+        assert_ptr_equal(r.shape, f.points + start);
+        assert_int_equal(r.shape_len, checked - start - 16);
+        assert_int_equal(r.shape[0], p.metric_len);
+        assert_memory_equal(r.shape + 1, p.metric, p.metric_len);
+        assert_int_equal(r.shape[1 + p.metric_len], p.nlabels);
+        assert_true(r.ts == p.ts && r.value == p.value);
+        n++;
+    }
+    assert_false(stele_frame_next_raw(&f, &raw, &r));
+    assert_int_equal(n, 2);
+}
+
 static void test_other_key_refused(void **state)
 {
     (void)state;
@@ -262,6 +293,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vector_matches_the_doc),
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_raw_walk_equals_checked_walk),
         cmocka_unit_test(test_other_key_refused),
         cmocka_unit_test(test_every_flipped_bit_refused),
         cmocka_unit_test(test_every_truncation_refused),
