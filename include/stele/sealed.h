@@ -73,7 +73,8 @@ typedef struct {
     /* Series quota per tenant (stele_tsdb_write_quota; 0 = none). A request that would
      * pass it stores nothing: every frame of it that was new is answered `quota`. */
     uint64_t max_tenant_series;
-    int64_t (*now_ns)(void *ctx); /* NULL = the wall clock */
+    uint64_t shape_cache_max_bytes; /* all devices' series-handle caches (0 = 256 MiB) */
+    int64_t (*now_ns)(void *ctx);   /* NULL = the wall clock */
     void *now_ctx;
 } stele_sealed_options;
 
@@ -137,6 +138,7 @@ typedef struct {
     uint64_t skew_refusals;                /* clock_skew verdicts */
     uint64_t windows;                      /* (device, key) windows held */
     uint64_t checkpoints;
+    uint64_t shape_cache_bytes; /* memory of the per-device series-handle caches */
 } stele_sealed_stats;
 void stele_sealed_get_stats(stele_sealed *s, stele_sealed_stats *st);
 

@@ -525,7 +525,9 @@ static int batch_add_frame(stele_sealed *s, stele_batch *b, const sealed_frame *
     bool quarantined = fr->flags & FRAME_QUARANTINED;
     const char *store_tenant = quarantined ? STELE_QUARANTINE_TENANT : fr->tenant;
     sealed_shape_cache *cache = &fr->dev->shapes;
-    sealed_shapes_bind(cache, s->db, fr->tenant, quarantined);
+    sealed_shapes_bind(cache, s->db, fr->tenant, quarantined, &s->shape_bytes,
+                       s->opts.shape_cache_max_bytes ? (size_t)s->opts.shape_cache_max_bytes
+                                                     : SEALED_SHAPES_TOTAL_BYTES);
     stele_frame_raw_point pt;
     size_t cursor = 0, at = 0;
     while (stele_frame_next_raw(&fr->f, &cursor, &pt)) {
@@ -725,4 +727,5 @@ void stele_sealed_get_stats(stele_sealed *s, stele_sealed_stats *st)
     st->skew_refusals = st->frames[STELE_FRAME_CLOCK_SKEW];
     st->windows = __atomic_load_n(&s->windows, __ATOMIC_RELAXED);
     st->checkpoints = __atomic_load_n(&s->checkpoints, __ATOMIC_RELAXED);
+    st->shape_cache_bytes = __atomic_load_n(&s->shape_bytes, __ATOMIC_RELAXED);
 }

@@ -44,6 +44,11 @@ typedef struct {
 #define SEALED_SHAPES_PER_DEVICE 256
 #define SEALED_SHAPE_BYTES (16u << 10)
 #define SEALED_SHAPE_MAX_LEN 512
+/* All devices' caches together: a registry may hold a million devices, and ~23 KiB each
+ * at the per-device bounds would be 23 GiB. 256 MiB caches ~100,000 devices of 50 shapes;
+ * beyond it, new shapes take the uncached path (correct, just slower). One growth step
+ * per concurrently served device may overshoot it. */
+#define SEALED_SHAPES_TOTAL_BYTES ((size_t)256 << 20) /* default of shape_cache_max_bytes */
 
 typedef struct {
     uint64_t hash;
@@ -63,6 +68,8 @@ typedef struct {
     uint32_t nslots;
     uint8_t *bytes;
     uint32_t bytes_len, bytes_cap;
+    size_t *total; /* all caches' bytes (stele_sealed.shape_bytes), atomic; NULL: unbound */
+    size_t total_max;
 } sealed_shape_cache;
 
 typedef struct {
@@ -131,6 +138,7 @@ struct stele_sealed {
     uint64_t frames[STELE_FRAME_STATUSES];
     uint64_t points_accepted, points_quarantined;
     uint64_t windows, checkpoints;
+    size_t shape_bytes; /* memory of all shape caches (SEALED_SHAPES_TOTAL_BYTES) */
 };
 
 int64_t sealed_now(stele_sealed *s);
@@ -174,11 +182,12 @@ int sealed_checkpoint_load(stele_sealed *s, char *err, size_t errcap);
 /* Makes the cache hold handles of (db, store tenant — the device's or the quarantine's —,
  * tenant label): emptied first if it held another's. */
 void sealed_shapes_bind(sealed_shape_cache *c, const stele_tsdb *db, const char *tenant,
-                        bool quarantined);
+                        bool quarantined, size_t *total, size_t total_max);
 /* The handle for a shape, or NULL. hash: hashmap_hash of the shape. */
 const stele_series_ref *sealed_shapes_find(const sealed_shape_cache *c, const uint8_t *shape,
                                            size_t len, uint64_t hash);
-/* Remembers shape → ref (best effort: out of memory or an overlong shape caches nothing). */
+/* Remembers shape → ref (best effort: out of memory, an overlong shape or the fleet-wide
+ * budget reached caches nothing). */
 void sealed_shapes_put(sealed_shape_cache *c, const uint8_t *shape, size_t len, uint64_t hash,
                        const stele_series_ref *ref);
 void sealed_shapes_free(sealed_shape_cache *c);

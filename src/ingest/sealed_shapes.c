@@ -16,7 +16,7 @@
  * shape bytes per device, then the cache is emptied whole — the simplest eviction, and a
  * device with that many shapes pays the per-point cost of the uncached path, no more.
  * Memory grows with the shapes a device uses (about 60 bytes per shape of the benchmark),
- * not with the bounds.
+ * not with the bounds; all caches together stop growing at shape_cache_max_bytes.
  *
  * Threads: a device's cache is used only under the device's lock, which a request holds
  * from judging its windows until its write is applied (sealed.c).
@@ -41,9 +41,18 @@ static void shapes_empty(sealed_shape_cache *c)
     c->bytes_len = 0;
 }
 
-void sealed_shapes_bind(sealed_shape_cache *c, const stele_tsdb *db, const char *tenant,
-                        bool quarantined)
+/* Bytes the cache holds (what the fleet-wide budget counts). */
+static size_t shapes_footprint(const sealed_shape_cache *c)
 {
+    return (size_t)c->entries_cap * sizeof(*c->entries) + (size_t)c->nslots * sizeof(*c->slots) +
+           c->bytes_cap;
+}
+
+void sealed_shapes_bind(sealed_shape_cache *c, const stele_tsdb *db, const char *tenant,
+                        bool quarantined, size_t *total, size_t total_max)
+{
+    c->total = total;
+    c->total_max = total_max;
     if (c->db == db && c->quarantined == quarantined && strcmp(c->tenant, tenant) == 0)
         return;
     shapes_empty(c);
@@ -112,12 +121,21 @@ void sealed_shapes_put(sealed_shape_cache *c, const uint8_t *shape, size_t len, 
     uint32_t need_slots = c->nslots ? c->nslots : SHAPE_SLOTS_MIN;
     while (2 * (c->n + 1) > need_slots)
         need_slots *= 2;
-    if (need_slots != c->nslots && shapes_rehash(c, need_slots))
-        return;
-    if (shapes_grow((void **)&c->entries, &c->entries_cap, c->n + 1, SEALED_SHAPES_PER_DEVICE,
-                    sizeof(*c->entries)) ||
-        shapes_grow((void **)&c->bytes, &c->bytes_cap, c->bytes_len + (uint32_t)len,
-                    SEALED_SHAPE_BYTES, 1))
+    bool grows =
+        need_slots != c->nslots || c->n + 1 > c->entries_cap || c->bytes_len + len > c->bytes_cap;
+    if (grows && c->total && __atomic_load_n(c->total, __ATOMIC_RELAXED) >= c->total_max)
+        return; /* the fleet's caches are full: this shape stays uncached */
+    size_t before = shapes_footprint(c);
+    int rc = need_slots != c->nslots ? shapes_rehash(c, need_slots) : 0;
+    if (rc == 0)
+        rc = shapes_grow((void **)&c->entries, &c->entries_cap, c->n + 1, SEALED_SHAPES_PER_DEVICE,
+                         sizeof(*c->entries));
+    if (rc == 0)
+        rc = shapes_grow((void **)&c->bytes, &c->bytes_cap, c->bytes_len + (uint32_t)len,
+                         SEALED_SHAPE_BYTES, 1);
+    if (c->total)
+        __atomic_add_fetch(c->total, shapes_footprint(c) - before, __ATOMIC_RELAXED);
+    if (rc)
         return;
     sealed_shape *e = &c->entries[c->n];
     *e = (sealed_shape){.hash = hash, .ref = ref, .off = c->bytes_len, .len = (uint32_t)len};
@@ -131,6 +149,8 @@ void sealed_shapes_put(sealed_shape_cache *c, const uint8_t *shape, size_t len, 
 
 void sealed_shapes_free(sealed_shape_cache *c)
 {
+    if (c->total)
+        __atomic_sub_fetch(c->total, shapes_footprint(c), __ATOMIC_RELAXED);
     free(c->entries);
     free(c->slots);
     free(c->bytes);

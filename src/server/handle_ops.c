@@ -223,6 +223,9 @@ mhd_result handle_metrics(stele_server *s, struct MHD_Connection *c, request *r)
                (double)ss.windows);
         metric(&t, "stele_replay_checkpoints_total", "counter",
                "Anti-replay window checkpoints written.", NULL, (double)ss.checkpoints);
+        metric(&t, "stele_frame_shape_cache_bytes", "gauge",
+               "Memory of the per-device series-handle caches (capped at 256 MiB).", NULL,
+               (double)ss.shape_cache_bytes);
     }
     if (s->registry) {
         uint64_t counts[STELE_DEVICE_STATES];
