@@ -102,6 +102,26 @@ int stele_io_write_file_atomic(stele_io *io, const char *dir, const char *name, 
 int stele_io_read_file(stele_io *io, const char *path, size_t max_len, uint8_t **out,
                        size_t *out_len);
 
+/* A sliding read window over a file, for replaying a log record by record: any byte
+ * range of at most `cap` bytes is made available while the file is read in pieces of
+ * `cap`, so a replay reads each byte about once and holds one piece in memory. */
+typedef struct {
+    stele_file *file;
+    uint64_t file_size;
+    uint8_t *buf;
+    size_t cap;
+    uint64_t buf_offset; /* file offset of buf[0] */
+    size_t buf_len;
+} stele_io_window;
+
+/* Sets up a window of cap bytes (malloc'd) over the first file_size bytes of f. -ENOMEM. */
+int stele_io_window_init(stele_io_window *w, stele_file *f, uint64_t file_size, size_t cap);
+void stele_io_window_free(stele_io_window *w);
+/* Points *out at bytes [off, off+len) of the file, valid until the next call.
+ * -ENODATA when the file ends first, -EINVAL when len exceeds the window, or the read's
+ * error. */
+int stele_io_window_get(stele_io_window *w, uint64_t off, size_t len, const uint8_t **out);
+
 /* ---- POSIX implementation -------------------------------------------------------- */
 
 /* Creates the real-disk implementation. Owned by the caller. */

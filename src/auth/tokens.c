@@ -652,36 +652,6 @@ size_t stele_tokens_active_count(stele_tokens *t)
 
 /* ---- open: replay -------------------------------------------------------------- */
 
-/* A sliding view of the log for replay: makes any byte range of at most
- * TOKENS_READ_WINDOW available while reading the file in large pieces. */
-typedef struct {
-    stele_file *file;
-    uint64_t file_size;
-    uint8_t *buf;
-    uint64_t buf_offset; /* file offset of buf[0] */
-    size_t buf_len;
-} log_window;
-
-/* Points *out at bytes [off, off+len) of the file; -ENODATA if the file ends first. */
-static int log_window_get(log_window *w, uint64_t off, size_t len, const uint8_t **out)
-{
-    assert(len <= TOKENS_READ_WINDOW);
-    if (off + len > w->file_size)
-        return -ENODATA;
-    if (off < w->buf_offset || off + len > w->buf_offset + w->buf_len) {
-        uint64_t left = w->file_size - off;
-        size_t want = left < TOKENS_READ_WINDOW ? (size_t)left : TOKENS_READ_WINDOW;
-        w->buf_len = 0;
-        int rc = stele_io_pread_full(w->file, w->buf, want, off);
-        if (rc < 0)
-            return rc;
-        w->buf_offset = off;
-        w->buf_len = want;
-    }
-    *out = w->buf + (off - w->buf_offset);
-    return 0;
-}
-
 static int replay_create(stele_tokens *t, const uint8_t *payload, uint32_t len)
 {
     token_entry entry;
@@ -728,14 +698,14 @@ static int replay_revoke(stele_tokens *t, const uint8_t *payload)
 
 /* Whether bytes [off, end of file) are zeros no longer than a record: the unwritten
  * data of an append whose new file size alone reached the disk. */
-static int tail_is_zeros(log_window *w, uint64_t off, bool *zeros)
+static int tail_is_zeros(stele_io_window *w, uint64_t off, bool *zeros)
 {
     const uint8_t *bytes = NULL;
     uint64_t left = w->file_size - off;
     *zeros = false;
     if (left > TOKENS_RECORD_MAX_SIZE)
         return 0;
-    int rc = log_window_get(w, off, (size_t)left, &bytes);
+    int rc = stele_io_window_get(w, off, (size_t)left, &bytes);
     if (rc < 0)
         return rc;
     uint8_t any = 0;
@@ -749,16 +719,15 @@ static int tail_is_zeros(log_window *w, uint64_t off, bool *zeros)
  * record. Runs before the store is shared, so it takes no lock. */
 static int replay_log(stele_tokens *t, uint64_t file_size, uint64_t *valid_end)
 {
-    log_window window = {.file = t->log, .file_size = file_size};
+    stele_io_window window;
     const uint8_t *bytes = NULL;
     uint64_t off = 0;
     int rc = 0;
 
-    window.buf = malloc(TOKENS_READ_WINDOW);
-    if (!window.buf)
+    if (stele_io_window_init(&window, t->log, file_size, TOKENS_READ_WINDOW) != 0)
         return -ENOMEM;
 
-    rc = log_window_get(&window, 0, TOKENS_HEADER_SIZE, &bytes);
+    rc = stele_io_window_get(&window, 0, TOKENS_HEADER_SIZE, &bytes);
     if (rc == -ENODATA)
         rc = -EBADMSG; /* the file is created whole (write_file_atomic): never torn */
     if (rc < 0)
@@ -775,7 +744,7 @@ static int replay_log(stele_tokens *t, uint64_t file_size, uint64_t *valid_end)
     off = TOKENS_HEADER_SIZE;
 
     while (off < file_size) {
-        rc = log_window_get(&window, off, TOKENS_RECORD_PREFIX_SIZE, &bytes);
+        rc = stele_io_window_get(&window, off, TOKENS_RECORD_PREFIX_SIZE, &bytes);
         if (rc == -ENODATA)
             break; /* torn inside the length and type */
         if (rc < 0)
@@ -793,7 +762,7 @@ static int replay_log(stele_tokens *t, uint64_t file_size, uint64_t *valid_end)
             goto fail;
         }
         size_t record_size = TOKENS_RECORD_PREFIX_SIZE + len + TOKENS_RECORD_CHECKSUM_SIZE;
-        rc = log_window_get(&window, off, record_size, &bytes);
+        rc = stele_io_window_get(&window, off, record_size, &bytes);
         if (rc == -ENODATA)
             break; /* torn inside the payload or checksum */
         if (rc < 0)
@@ -814,7 +783,7 @@ static int replay_log(stele_tokens *t, uint64_t file_size, uint64_t *valid_end)
     *valid_end = off;
 
 fail:
-    free(window.buf);
+    stele_io_window_free(&window);
     return rc;
 }
 

@@ -363,44 +363,14 @@ static const char *record_decode(uint32_t type, const uint8_t *payload, size_t l
     return NULL;
 }
 
-/* A sliding view of the log for replay: makes any byte range of at most
- * REGISTRY_READ_WINDOW available while reading the file in large pieces. */
-typedef struct {
-    stele_file *file;
-    uint64_t file_size;
-    uint8_t *buf;
-    uint64_t buf_offset; /* file offset of buf[0] */
-    size_t buf_len;
-} log_window;
-
-/* Points *out at bytes [off, off+len) of the file; -ENODATA if the file ends first. */
-static int log_window_get(log_window *w, uint64_t off, size_t len, const uint8_t **out)
-{
-    assert(len <= REGISTRY_READ_WINDOW);
-    if (off > w->file_size || len > w->file_size - off)
-        return -ENODATA;
-    if (off < w->buf_offset || off + len > w->buf_offset + w->buf_len) {
-        uint64_t left = w->file_size - off;
-        size_t want = left < REGISTRY_READ_WINDOW ? (size_t)left : REGISTRY_READ_WINDOW;
-        w->buf_len = 0;
-        int rc = stele_io_pread_full(w->file, w->buf, want, off);
-        if (rc < 0)
-            return rc;
-        w->buf_offset = off;
-        w->buf_len = want;
-    }
-    *out = w->buf + (off - w->buf_offset);
-    return 0;
-}
-
 /* The whole record at off, if one is there: sets *size (0 when none: incomplete, an
  * impossible type/length, or a bad checksum) and *batch_offset. */
-static int record_at(log_window *w, uint64_t off, const uint8_t **bytes, size_t *size,
+static int record_at(stele_io_window *w, uint64_t off, const uint8_t **bytes, size_t *size,
                      uint64_t *batch_offset)
 {
     const uint8_t *p = NULL;
     *size = 0;
-    int rc = log_window_get(w, off, REGISTRY_RECORD_PREFIX_SIZE, &p);
+    int rc = stele_io_window_get(w, off, REGISTRY_RECORD_PREFIX_SIZE, &p);
     if (rc == -ENODATA)
         return 0;
     if (rc < 0)
@@ -410,7 +380,7 @@ static int record_at(log_window *w, uint64_t off, const uint8_t **bytes, size_t 
     if (!record_shape_valid(type, len))
         return 0;
     size_t record_size = REGISTRY_RECORD_PREFIX_SIZE + len + REGISTRY_RECORD_CHECKSUM_SIZE;
-    rc = log_window_get(w, off, record_size, &p);
+    rc = stele_io_window_get(w, off, record_size, &p);
     if (rc == -ENODATA)
         return 0;
     if (rc < 0)
@@ -427,7 +397,7 @@ static int record_at(log_window *w, uint64_t off, const uint8_t **bytes, size_t 
 /* After the first bad record, at bad_off: whether the rest is the torn tail of the
  * batch a crash interrupted (*torn) or damage; *later gets the offset of the valid
  * record of a later batch that proves damage. */
-static int tail_is_torn(log_window *w, uint64_t bad_off, bool *torn, uint64_t *later)
+static int tail_is_torn(stele_io_window *w, uint64_t bad_off, bool *torn, uint64_t *later)
 {
     *torn = false;
     *later = 0;
@@ -462,18 +432,17 @@ int registry_log__replay(stele_file *log, const char *path, uint64_t file_size,
                          registry_log_record_fn fn, void *ctx, uint64_t *valid_end, char *err,
                          size_t errcap)
 {
-    log_window window = {.file = log, .file_size = file_size};
+    stele_io_window window;
     registry_record rec;
     const uint8_t *bytes = NULL;
     uint64_t off = 0;
     uint64_t batch = 0; /* batch offset of the previous record; 0 before the first */
     int rc = 0;
 
-    window.buf = malloc(REGISTRY_READ_WINDOW);
-    if (!window.buf)
+    if (stele_io_window_init(&window, log, file_size, REGISTRY_READ_WINDOW) != 0)
         return -ENOMEM;
 
-    rc = log_window_get(&window, 0, REGISTRY_LOG_HEADER_SIZE, &bytes);
+    rc = stele_io_window_get(&window, 0, REGISTRY_LOG_HEADER_SIZE, &bytes);
     if (rc == -ENODATA) {
         /* The file is created whole (write_file_atomic): never torn. */
         rc = replay_damage(err, errcap, path, 0, "shorter than its header");
@@ -541,6 +510,6 @@ int registry_log__replay(stele_file *log, const char *path, uint64_t file_size,
     *valid_end = off;
 
 fail:
-    free(window.buf);
+    stele_io_window_free(&window);
     return rc;
 }

@@ -320,3 +320,37 @@ int stele_io_mkdir_durable(stele_io *io, const char *path)
         *slash = '\0';
     return stele_io_fsync_dir(io, parent);
 }
+
+int stele_io_window_init(stele_io_window *w, stele_file *f, uint64_t file_size, size_t cap)
+{
+    *w = (stele_io_window){.file = f, .file_size = file_size, .cap = cap};
+    w->buf = malloc(cap);
+    return w->buf ? 0 : -ENOMEM;
+}
+
+void stele_io_window_free(stele_io_window *w)
+{
+    free(w->buf);
+    w->buf = NULL;
+}
+
+int stele_io_window_get(stele_io_window *w, uint64_t off, size_t len, const uint8_t **out)
+{
+    if (len > w->cap)
+        return -EINVAL;
+    /* Written so that off + len cannot overflow. */
+    if (off > w->file_size || len > w->file_size - off)
+        return -ENODATA;
+    if (off < w->buf_offset || off - w->buf_offset + len > w->buf_len) {
+        uint64_t left = w->file_size - off;
+        size_t want = left < w->cap ? (size_t)left : w->cap;
+        w->buf_len = 0;
+        int rc = stele_io_pread_full(w->file, w->buf, want, off);
+        if (rc < 0)
+            return rc;
+        w->buf_offset = off;
+        w->buf_len = want;
+    }
+    *out = w->buf + (off - w->buf_offset);
+    return 0;
+}

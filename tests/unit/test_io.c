@@ -995,6 +995,37 @@ static void test_fault_flip_bit_and_counts(void **state)
 }
 
 /* The same seed and the same calls give the same crash outcome, byte for byte. */
+/* The replay window hands out exactly the file's bytes for every range, across piece
+ * boundaries, and refuses ranges past the end (also ones whose end would overflow) or
+ * wider than the window. */
+static void test_window_reads_exact_ranges(void **state)
+{
+    uint8_t data[1000];
+    const uint8_t *got = NULL;
+    (void)state;
+    fill_pattern(data, sizeof data, 5);
+    stele_io *io = new_fault(1);
+    assert_int_equal(stele_io_write_file_atomic(io, ".", "log", data, sizeof data), 0);
+    stele_file *f = NULL;
+    assert_int_equal(stele_io_open(io, "log", STELE_IO_READ, &f), 0);
+    stele_io_window w;
+    assert_int_equal(stele_io_window_init(&w, f, sizeof data, 64), 0);
+    for (uint64_t off = 0; off < sizeof data; off += 7)
+        for (size_t len = 0; len <= 64 && off + len <= sizeof data; len += 13) {
+            assert_int_equal(stele_io_window_get(&w, off, len, &got), 0);
+            assert_memory_equal(got, data + off, len);
+        }
+    /* Backwards too. */
+    assert_int_equal(stele_io_window_get(&w, 3, 60, &got), 0);
+    assert_memory_equal(got, data + 3, 60);
+    assert_int_equal(stele_io_window_get(&w, 990, 11, &got), -ENODATA);
+    assert_int_equal(stele_io_window_get(&w, UINT64_MAX - 2, 8, &got), -ENODATA);
+    assert_int_equal(stele_io_window_get(&w, 0, 65, &got), -EINVAL);
+    stele_io_window_free(&w);
+    stele_io_close(f);
+    stele_io_destroy(io);
+}
+
 static void test_fault_deterministic_by_seed(void **state)
 {
     uint8_t tail[4000];
@@ -1169,6 +1200,7 @@ int main(void)
         cmocka_unit_test(test_fault_capacity),
         cmocka_unit_test(test_fault_flip_bit_and_counts),
         cmocka_unit_test(test_fault_deterministic_by_seed),
+        cmocka_unit_test(test_window_reads_exact_ranges),
         cmocka_unit_test(test_fault_write_file_atomic_is_atomic),
         cmocka_unit_test(test_fault_threads),
     };
